@@ -1,0 +1,421 @@
+//! The configuration tree as it is written in TOML: every table, its fields and their defaults.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::duration;
+use crate::secret::Secret;
+
+/// The whole network: one file describes every POP, customer and policy (the seed's
+/// "registry tree" global configuration).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub network: Network,
+    #[serde(default)]
+    pub dns: DnsSettings,
+    pub probes: ProbeSettings,
+    #[serde(default)]
+    pub views: Vec<View>,
+    pub pops: Vec<Pop>,
+    #[serde(default)]
+    pub customers: Vec<Customer>,
+    #[serde(default)]
+    pub log_servers: Vec<LogServer>,
+}
+
+/// The network itself: its name, the version of this file, who may change it, and the
+/// zone in which internal services are named.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    pub name: String,
+    /// Version of this configuration; a box only ever moves to a higher one. Also the
+    /// SOA serial of every zone served.
+    pub version: u32,
+    /// Zone holding the names of the network's own services (`ns.<pop>.<zone>`,
+    /// `log.<pop>.<zone>`, ...).
+    pub zone: String,
+    /// SOA RNAME of every zone; defaults to `hostmaster.<zone>`.
+    #[serde(default)]
+    pub hostmaster: Option<String>,
+    /// The admins whose signatures are accepted on a new configuration.
+    #[serde(default)]
+    pub admins: Vec<Admin>,
+    #[serde(default)]
+    pub soa: SoaTimers,
+}
+
+/// An admin allowed to sign configurations.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub name: String,
+    /// Ed25519 public key, 32 bytes in standard base64.
+    pub key: String,
+}
+
+/// SOA timers used for every zone (RFC 1035 §3.3.13, RFC 2308 for `negative_ttl`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SoaTimers {
+    pub ttl: u32,
+    pub refresh: u32,
+    pub retry: u32,
+    pub expire: u32,
+    /// SOA MINIMUM: how long resolvers cache NXDOMAIN and NODATA answers.
+    pub negative_ttl: u32,
+}
+
+impl Default for SoaTimers {
+    fn default() -> Self {
+        SoaTimers {
+            ttl: 3600,
+            refresh: 3600,
+            retry: 600,
+            expire: 604_800,
+            negative_ttl: 60,
+        }
+    }
+}
+
+/// Settings shared by every DNS server of the network.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsSettings {
+    /// EDNS(0) UDP payload size we advertise and accept up to (RFC 6891; 1232 per DNS
+    /// flag day 2020).
+    pub udp_payload: u16,
+    /// UDP worker threads (one SO_REUSEPORT socket each); 0 = one per core.
+    pub workers: usize,
+    /// An idle TCP connection is closed after this long (RFC 7766 §6.2.3).
+    #[serde(with = "duration")]
+    pub tcp_idle_timeout: Duration,
+    /// At most this many TCP connections are open at once; the oldest idle one is closed
+    /// to make room.
+    pub tcp_max_connections: usize,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        DnsSettings {
+            udp_payload: 1232,
+            workers: 0,
+            tcp_idle_timeout: Duration::from_secs(10),
+            tcp_max_connections: 1024,
+        }
+    }
+}
+
+/// How probes run and how their reports are trusted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeSettings {
+    /// HMAC-SHA256 key authenticating metric reports, hex, at least 16 bytes.
+    pub report_key: Secret,
+    /// Interval of service probes.
+    #[serde(default = "defaults::probe_interval", with = "duration")]
+    pub interval: Duration,
+    /// A probe that has not answered after this long has failed.
+    #[serde(default = "defaults::probe_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// A metric older than this counts as unknown.
+    #[serde(default = "defaults::stale_after", with = "duration")]
+    pub stale_after: Duration,
+    /// A server that failed must be reported healthy for this long before it is handed
+    /// out again (hysteresis against flapping).
+    #[serde(default = "defaults::recovery", with = "duration")]
+    pub recovery: Duration,
+    /// Check run against every POP cache unless the POP sets its own.
+    #[serde(default)]
+    pub cache_check: Check,
+}
+
+/// A service check run by the probes against one target.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Check {
+    pub kind: CheckKind,
+    /// Port to probe; defaults to the service's own port.
+    pub port: Option<u16>,
+    /// HTTP: path requested with GET.
+    pub path: String,
+    /// HTTP: the `Host` header sent; defaults to the target's address.
+    pub host: Option<String>,
+    /// HTTP: the status code that counts as healthy.
+    pub expect_status: u16,
+    /// HTTP: the body must contain this string.
+    pub body_contains: Option<String>,
+    /// HTTP: the body's xxh3-64 hash must be this value (16 hex digits).
+    pub body_xxh3: Option<String>,
+    /// DNS: the name queried (type A).
+    pub query_name: Option<String>,
+}
+
+impl Default for Check {
+    fn default() -> Self {
+        Check {
+            kind: CheckKind::Tcp,
+            port: None,
+            path: "/".to_string(),
+            host: None,
+            expect_status: 200,
+            body_contains: None,
+            body_xxh3: None,
+            query_name: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    Http,
+    Tcp,
+    Dns,
+    /// Never probed: always considered up unless a report says otherwise.
+    None,
+}
+
+/// A client view: resolver (or EDNS client subnet) prefixes that share answers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct View {
+    pub name: String,
+    /// Region the view lies in; POPs and origins of the same region are preferred while
+    /// no latency has been measured.
+    #[serde(default)]
+    pub region: Option<String>,
+    pub prefixes: Vec<IpNet>,
+}
+
+/// A point of presence and the services it runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pop {
+    pub name: String,
+    pub region: String,
+    /// Relative cost of serving from this POP (weighed by a policy's `cost` weight).
+    #[serde(default = "defaults::one")]
+    pub cost: f64,
+    #[serde(default)]
+    pub dns: Option<DnsService>,
+    #[serde(default)]
+    pub cache: Option<CacheService>,
+    #[serde(default)]
+    pub probe: Option<ProbeService>,
+    /// Name of the log server (in `log_servers`) this POP ships to.
+    #[serde(default)]
+    pub log_server: Option<String>,
+}
+
+/// The authoritative DNS server of a POP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsService {
+    /// UDP and TCP sockets answering queries.
+    pub listen: Vec<SocketAddr>,
+    /// Public addresses of this name server (NS glue); default: the `listen` addresses.
+    #[serde(default)]
+    pub addresses: Vec<IpAddr>,
+    /// UDP socket receiving metric reports from probes.
+    pub reports: SocketAddr,
+    /// HTTP admin listener (stats, selections), loopback recommended.
+    pub admin: SocketAddr,
+    /// Bearer token required by the admin listener; none = open (loopback only).
+    #[serde(default)]
+    pub admin_token: Option<Secret>,
+}
+
+/// The HTTP cache of a POP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheService {
+    /// Addresses handed out in DNS answers for static names.
+    pub addresses: Vec<IpAddr>,
+    /// Sockets the cache listens on.
+    pub listen: Vec<SocketAddr>,
+    /// Check run against this cache; default: `probes.cache_check`.
+    #[serde(default)]
+    pub check: Option<Check>,
+}
+
+/// The probe daemon of a POP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeService {
+    /// UDP socket receiving latency-probe batches from DNS servers.
+    pub listen: SocketAddr,
+}
+
+/// A fee-paying customer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Customer {
+    pub name: String,
+    /// Price per GB served, in the network's billing currency.
+    #[serde(default)]
+    pub fee_per_gb: f64,
+    /// Zones delegated to the network (apex names); every domain and record of the
+    /// customer lies inside one of them.
+    pub zones: Vec<String>,
+    #[serde(default)]
+    pub origins: Vec<Origin>,
+    #[serde(default)]
+    pub domains: Vec<Domain>,
+    #[serde(default)]
+    pub records: Vec<StaticRecord>,
+}
+
+/// One of a customer's own (origin) servers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Origin {
+    pub name: String,
+    pub addresses: Vec<IpAddr>,
+    #[serde(default = "defaults::http_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Relative capacity: load counts as `load / weight` when ranking.
+    #[serde(default = "defaults::one")]
+    pub weight: f64,
+    #[serde(default = "defaults::one")]
+    pub cost: f64,
+    #[serde(default)]
+    pub check: Option<Check>,
+}
+
+/// A name balanced by the selector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Domain {
+    pub name: String,
+    pub kind: DomainKind,
+    /// Dynamic: the origins (by name) that serve it; default: all of the customer's.
+    /// Static: the origins the caches fetch from, and which may be answered directly
+    /// when `policy.origin_fallback` allows it.
+    #[serde(default)]
+    pub origins: Option<Vec<String>>,
+    /// Static: the POPs whose caches serve it; default: every POP with a cache.
+    #[serde(default)]
+    pub pops: Option<Vec<String>>,
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DomainKind {
+    /// Cacheable content served by POP caches.
+    Static,
+    /// Content made per request, served by the customer's origins.
+    Dynamic,
+}
+
+/// How answers for one domain are chosen.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// TTL of the A/AAAA answers.
+    pub ttl: u32,
+    /// How many addresses to return (best first).
+    pub answers: usize,
+    /// A resolver's view keeps its answer this long unless a chosen server fails.
+    #[serde(with = "duration")]
+    pub persistence: Duration,
+    /// A challenger must score this fraction better than the current answer to replace
+    /// it (0.1 = 10 %).
+    pub hysteresis: f64,
+    /// Static names: a customer origin may be answered when it scores better than every
+    /// POP cache.
+    pub origin_fallback: bool,
+    pub weights: Weights,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            ttl: 30,
+            answers: 1,
+            persistence: Duration::ZERO,
+            hysteresis: 0.1,
+            origin_fallback: true,
+            weights: Weights::default(),
+        }
+    }
+}
+
+/// Weights of each metric in a server's score (lower score wins).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Weights {
+    pub health: f64,
+    pub load: f64,
+    pub latency: f64,
+    pub loss: f64,
+    pub cost: f64,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Weights {
+            health: 1.0,
+            load: 1.0,
+            latency: 1.0,
+            loss: 1.0,
+            cost: 0.1,
+        }
+    }
+}
+
+/// A plain record in a customer zone.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticRecord {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub rtype: String,
+    pub value: String,
+    #[serde(default = "defaults::record_ttl")]
+    pub ttl: u32,
+}
+
+/// A log server and the customers whose records it keeps.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogServer {
+    pub name: String,
+    pub address: SocketAddr,
+    #[serde(default)]
+    pub customers: Vec<String>,
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    pub fn one() -> f64 {
+        1.0
+    }
+    pub fn http_port() -> u16 {
+        80
+    }
+    pub fn record_ttl() -> u32 {
+        3600
+    }
+    pub fn probe_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn probe_timeout() -> Duration {
+        Duration::from_millis(500)
+    }
+    pub fn stale_after() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn recovery() -> Duration {
+        Duration::from_secs(2)
+    }
+}

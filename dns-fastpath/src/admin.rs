@@ -1,0 +1,206 @@
+//! The admin listener: a small HTTP/1.1 JSON endpoint for stats, selections and server figures.
+//!
+//! | path          | body                                                     |
+//! |---------------|----------------------------------------------------------|
+//! | `/health`     | `ok`                                                     |
+//! | `/stats`      | query counters, report counters, answer-table generation |
+//! | `/selections` | per domain, view and family: the answer and its ranking  |
+//! | `/servers`    | per server: tier, health, load, loss, latency, ages      |
+//!
+//! One request per connection, bounded head size, short timeouts. With a token in the
+//! config every request needs `Authorization: Bearer <token hex>`.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::control::ControlState;
+use crate::metrics::{ReportCounters, ReportCountersSnapshot};
+use crate::server::Shared;
+use crate::stats::QueryStats;
+
+const MAX_HEAD: usize = 8192;
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What `/stats` returns.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatsReply {
+    pub pop: String,
+    pub uptime_s: u64,
+    pub queries: QueryStats,
+    pub reports: ReportCountersSnapshot,
+    pub answer_table: TableInfo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TableInfo {
+    pub generation: u64,
+    pub entries: usize,
+}
+
+/// Everything the admin listener reads.
+pub struct AdminContext {
+    pub pop: String,
+    pub started: Instant,
+    pub shared: Arc<Shared>,
+    pub control: Arc<Mutex<ControlState>>,
+    pub reports: Arc<ReportCounters>,
+    pub token: Option<Vec<u8>>,
+}
+
+/// Starts the admin listener thread on an already bound listener.
+pub fn start(listener: TcpListener, ctx: AdminContext) -> io::Result<JoinHandle<()>> {
+    listener.set_nonblocking(true)?;
+    std::thread::Builder::new()
+        .name("dns-admin".into())
+        .spawn(move || {
+            while !ctx.shared.stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        if let Err(e) = handle(s, &ctx) {
+                            tracing::debug!(error = %e, "admin request failed");
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "admin accept failed");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        })
+}
+
+fn handle(mut s: TcpStream, ctx: &AdminContext) -> io::Result<()> {
+    s.set_nonblocking(false)?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    s.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let (method, path, auth) = loop {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf) {
+            Ok(httparse::Status::Complete(_)) => {
+                let auth = req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("authorization"))
+                    .map(|h| h.value.to_vec());
+                break (
+                    req.method.unwrap_or("").to_string(),
+                    req.path.unwrap_or("/").to_string(),
+                    auth,
+                );
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
+            Ok(httparse::Status::Partial) => {
+                return reply(&mut s, 431, "text/plain", b"request head too large\n");
+            }
+            Err(e) => {
+                return reply(
+                    &mut s,
+                    400,
+                    "text/plain",
+                    format!("bad request: {e}\n").as_bytes(),
+                );
+            }
+        }
+    };
+    if let Some(token) = &ctx.token {
+        let want = format!("Bearer {}", hex::encode(token));
+        if auth.as_deref() != Some(want.as_bytes()) {
+            return reply(
+                &mut s,
+                401,
+                "text/plain",
+                b"missing or wrong admin token (Authorization: Bearer <hex>)\n",
+            );
+        }
+    }
+    if method != "GET" {
+        return reply(&mut s, 405, "text/plain", b"only GET is supported\n");
+    }
+    let path = path.split('?').next().unwrap_or("/");
+    let body = match path {
+        "/health" => return reply(&mut s, 200, "text/plain", b"ok\n"),
+        "/stats" => {
+            let table = ctx.shared.table.load();
+            let workers = ctx
+                .shared
+                .counters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            json(&StatsReply {
+                pop: ctx.pop.clone(),
+                uptime_s: ctx.started.elapsed().as_secs(),
+                queries: QueryStats::sum(workers.iter().map(|c| c.as_ref())),
+                reports: ctx.reports.snapshot(),
+                answer_table: TableInfo {
+                    generation: table.generation,
+                    entries: table.len(),
+                },
+            })
+        }
+        "/selections" => json(
+            &ctx.control
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .selections(),
+        ),
+        "/servers" => json(
+            &ctx.control
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .servers(),
+        ),
+        _ => {
+            return reply(
+                &mut s,
+                404,
+                "text/plain",
+                b"not found; try /stats, /selections, /servers\n",
+            );
+        }
+    };
+    reply(&mut s, 200, "application/json", &body)
+}
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = serde_json::to_vec_pretty(v)
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
+    out.push(b'\n');
+    out
+}
+
+fn reply(s: &mut TcpStream, status: u16, ctype: &str, body: &[u8]) -> io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        _ => "Error",
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    s.flush()
+}

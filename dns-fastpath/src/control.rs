@@ -1,0 +1,230 @@
+//! The control loop: receives metric reports, re-runs the selector, publishes answer tables.
+//!
+//! It ticks every [`TICK`] (figures age out and recovering servers come back even when no
+//! report arrives) and right after every accepted report, so a report that changes an
+//! answer is visible to the query workers within one table build of its arrival.
+
+use std::io;
+use std::net::UdpSocket;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::answer::AnswerTable;
+use crate::catalog::{Catalog, Family, ServerKind};
+use crate::metrics::{MetricsTable, RawHealth, Stamped, unix_ms};
+use crate::selector::{Selector, Terms, Tier};
+use crate::server::Shared;
+use crate::views::ViewId;
+
+/// Re-evaluation period.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// The selection state, shared by the control loop and the admin listener.
+#[derive(Debug)]
+pub struct ControlState {
+    pub catalog: Arc<Catalog>,
+    pub metrics: MetricsTable,
+    pub selector: Selector,
+    pub generation: u64,
+}
+
+impl ControlState {
+    pub fn new(catalog: Arc<Catalog>, metrics: MetricsTable, recovery: Duration) -> ControlState {
+        let selector = Selector::new(&catalog, recovery);
+        ControlState {
+            catalog,
+            metrics,
+            selector,
+            generation: 0,
+        }
+    }
+
+    /// Re-runs the selector; builds a new table if an answer changed (or none exists yet).
+    pub fn refresh(&mut self, force: bool) -> Option<AnswerTable> {
+        let changed =
+            self.selector
+                .reselect(&self.catalog, &self.metrics, Instant::now(), unix_ms());
+        if !(changed || force) {
+            return None;
+        }
+        self.generation += 1;
+        Some(AnswerTable::build(
+            self.catalog.clone(),
+            self.selector.selections().clone(),
+            self.generation,
+        ))
+    }
+
+    /// Every selection with its ranking, for the admin listener.
+    pub fn selections(&self) -> Vec<SelectionView> {
+        let now_ms = unix_ms();
+        let tiers = self
+            .selector
+            .peek_tiers(&self.catalog, &self.metrics, Instant::now(), now_ms);
+        let cat = &self.catalog;
+        let mut out = Vec::new();
+        for (d, dom) in cat.domains.iter().enumerate() {
+            for v in 0..cat.view_count() {
+                let view = ViewId::try_from(v).unwrap_or(ViewId::MAX);
+                for f in Family::BOTH {
+                    let ranking = Selector::rank(cat, &self.metrics, &tiers, d, view, f, now_ms);
+                    if ranking.is_empty() {
+                        continue;
+                    }
+                    out.push(SelectionView {
+                        domain: dom.name.to_string(),
+                        view: cat.view_name(view).to_string(),
+                        family: f,
+                        chosen: self
+                            .selector
+                            .selections()
+                            .get(d, view, f)
+                            .iter()
+                            .map(|&s| cat.servers[s].id.clone())
+                            .collect(),
+                        ranking: ranking
+                            .into_iter()
+                            .map(|r| RankView {
+                                server: cat.servers[r.server].id.clone(),
+                                tier: r.tier,
+                                score: r.score,
+                                terms: r.terms,
+                            })
+                            .collect(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Every server with its current figures and their ages, for the admin listener.
+    pub fn servers(&self) -> Vec<ServerView> {
+        let now_ms = unix_ms();
+        let tiers = self
+            .selector
+            .peek_tiers(&self.catalog, &self.metrics, Instant::now(), now_ms);
+        let fig = |s: Option<Stamped<f32>>| {
+            s.map(|s| Figure {
+                value: s.value,
+                age_ms: now_ms.saturating_sub(s.at_ms),
+            })
+        };
+        self.catalog
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ServerView {
+                id: s.id.clone(),
+                kind: s.kind,
+                region: s.region.clone(),
+                tier: tiers[i],
+                health: self.metrics.health(&s.id, now_ms),
+                load: fig(self.metrics.load(&s.id, now_ms)),
+                loss: fig(self.metrics.loss(&s.id, now_ms)),
+                rtt_ms: fig(self.metrics.rtt(&s.id, now_ms)),
+                latency_ms: (1..self.catalog.view_count())
+                    .filter_map(|v| {
+                        let name = self.catalog.view_name(ViewId::try_from(v).ok()?);
+                        fig(self.metrics.latency(&s.id, name, now_ms))
+                            .map(|f| (name.to_string(), f))
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+/// One (domain, view, family) selection.
+#[derive(Debug, Serialize)]
+pub struct SelectionView {
+    pub domain: String,
+    pub view: String,
+    pub family: Family,
+    pub chosen: Vec<String>,
+    pub ranking: Vec<RankView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RankView {
+    pub server: String,
+    pub tier: Tier,
+    pub score: f64,
+    pub terms: Terms,
+}
+
+/// A figure and how old it is.
+#[derive(Debug, Serialize)]
+pub struct Figure {
+    pub value: f32,
+    pub age_ms: u64,
+}
+
+/// One server's figures.
+#[derive(Debug, Serialize)]
+pub struct ServerView {
+    pub id: String,
+    pub kind: ServerKind,
+    pub region: Option<String>,
+    pub tier: Tier,
+    pub health: RawHealth,
+    pub load: Option<Figure>,
+    pub loss: Option<Figure>,
+    pub rtt_ms: Option<Figure>,
+    pub latency_ms: Vec<(String, Figure)>,
+}
+
+fn lock(state: &Mutex<ControlState>) -> std::sync::MutexGuard<'_, ControlState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Starts the control loop on the report socket.
+pub fn start(
+    sock: UdpSocket,
+    state: Arc<Mutex<ControlState>>,
+    shared: Arc<Shared>,
+) -> io::Result<JoinHandle<()>> {
+    sock.set_read_timeout(Some(TICK))?;
+    std::thread::Builder::new()
+        .name("dns-control".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; probe::report::MAX_DATAGRAM + 1];
+            let mut last_tick = Instant::now();
+            while !shared.stop.load(Ordering::Relaxed) {
+                let mut dirty = false;
+                match sock.recv_from(&mut buf) {
+                    Ok((n, from)) => match lock(&state).metrics.ingest(&buf[..n], unix_ms()) {
+                        Ok(_) => dirty = true,
+                        Err(e) => tracing::debug!(%from, error = %e, "metric report refused"),
+                    },
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock
+                                | io::ErrorKind::TimedOut
+                                | io::ErrorKind::Interrupted
+                        ) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "report socket receive failed");
+                        std::thread::sleep(TICK);
+                    }
+                }
+                if dirty || last_tick.elapsed() >= TICK {
+                    last_tick = Instant::now();
+                    let table = lock(&state).refresh(false);
+                    if let Some(t) = table {
+                        tracing::debug!(
+                            generation = t.generation,
+                            entries = t.len(),
+                            "answer table published"
+                        );
+                        shared.table.store(Arc::new(t));
+                    }
+                }
+            }
+        })
+}

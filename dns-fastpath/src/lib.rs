@@ -1,0 +1,23 @@
+//! popnet's authoritative DNS server: catalog, selector, answer table, UDP/TCP servers.
+//!
+//! [`DnsServer::start`] compiles a [`popnet_config::Config`] into a [`catalog::Catalog`],
+//! starts the control loop that turns metric reports into selections and answer tables
+//! ([`control`]), and the query workers that answer from the current table
+//! ([`udp`], [`tcp`], [`respond`]).
+
+pub mod admin;
+pub mod answer;
+pub mod catalog;
+pub mod control;
+pub mod metrics;
+pub mod respond;
+pub mod selector;
+pub mod server;
+pub mod stats;
+mod sys;
+pub mod tcp;
+pub mod udp;
+pub mod views;
+
+pub use admin::StatsReply;
+pub use server::{DnsOptions, DnsServer, StartError};

@@ -1,0 +1,217 @@
+//! Starting and stopping the DNS role: sockets, threads, the shared answer table.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use popnet_config::Config;
+
+use crate::answer::AnswerTable;
+use crate::catalog::{Catalog, CatalogError};
+use crate::control::{self, ControlState};
+use crate::metrics::MetricsTable;
+use crate::stats::Counters;
+use crate::{admin, tcp, udp};
+
+/// What the query workers share.
+pub struct Shared {
+    /// The current answers; replaced whole by the control loop.
+    pub table: ArcSwap<AnswerTable>,
+    /// Our EDNS UDP payload size.
+    pub udp_payload: u16,
+    pub stop: AtomicBool,
+    /// Counters of every worker, for the admin listener.
+    pub counters: Mutex<Vec<Arc<Counters>>>,
+}
+
+/// Why the DNS role could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({proto}): {source}; {hint}")]
+    Bind {
+        addr: SocketAddr,
+        proto: &'static str,
+        #[source]
+        source: io::Error,
+        hint: &'static str,
+    },
+    #[error("{0}")]
+    Pop(String),
+    #[error("config cannot be served: {0}")]
+    Catalog(#[from] CatalogError),
+}
+
+impl StartError {
+    pub(crate) fn bind(addr: SocketAddr, proto: &'static str, source: io::Error) -> StartError {
+        let hint = match source.kind() {
+            io::ErrorKind::AddrInUse => {
+                "another process holds it (is popnet already running?); stop it or change the listen address"
+            }
+            io::ErrorKind::PermissionDenied => "ports below 1024 need root or CAP_NET_BIND_SERVICE",
+            io::ErrorKind::AddrNotAvailable => {
+                "this host has no such address; fix the address in the config"
+            }
+            _ => "check the address in the config",
+        };
+        StartError::Bind {
+            addr,
+            proto,
+            source,
+            hint,
+        }
+    }
+}
+
+/// Overrides of what the config says, from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct DnsOptions {
+    /// Which POP this box is (needed when several POPs run DNS).
+    pub pop: Option<String>,
+    pub listen: Option<Vec<SocketAddr>>,
+    pub reports: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    /// UDP sockets per listen address; default `dns.workers`, 0 = one per core.
+    pub workers: Option<usize>,
+}
+
+/// A running DNS role.
+pub struct DnsServer {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    control: Arc<Mutex<ControlState>>,
+    pub pop: String,
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub reports: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl DnsServer {
+    /// Compiles the config, binds every socket and starts every thread.
+    pub fn start(cfg: &Config, opts: &DnsOptions) -> Result<DnsServer, StartError> {
+        let pop = cfg
+            .local_pop(opts.pop.as_deref(), |p| p.dns.is_some())
+            .map_err(StartError::Pop)?;
+        let svc = pop.dns.as_ref().ok_or_else(|| {
+            StartError::Pop(format!(
+                "POP {:?} runs no DNS server (it has no [pops.dns] table)",
+                pop.name
+            ))
+        })?;
+        let listen = opts.listen.clone().unwrap_or_else(|| svc.listen.clone());
+        let reports_addr = opts.reports.unwrap_or(svc.reports);
+        let admin_addr = opts.admin.unwrap_or(svc.admin);
+        let workers = match opts.workers.unwrap_or(cfg.dns.workers) {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+
+        let catalog = Arc::new(Catalog::compile(cfg)?);
+        let metrics = MetricsTable::new(
+            cfg.probes.report_key.as_bytes(),
+            cfg.probes.stale_after.as_millis() as u64,
+            catalog.servers.iter().map(|s| s.id.clone()),
+            cfg.views.iter().map(|v| v.name.clone()).collect(),
+        );
+        let reports_counters = metrics.counters();
+        let mut state = ControlState::new(catalog, metrics, cfg.probes.recovery);
+        let first = match state.refresh(true) {
+            Some(t) => t,
+            None => unreachable!("a forced refresh always builds a table"),
+        };
+        let control = Arc::new(Mutex::new(state));
+        let shared = Arc::new(Shared {
+            table: ArcSwap::from_pointee(first),
+            udp_payload: cfg.dns.udp_payload,
+            stop: AtomicBool::new(false),
+            counters: Mutex::new(Vec::new()),
+        });
+
+        // Bind everything before starting anything, so a bad address fails cleanly.
+        let report_sock =
+            UdpSocket::bind(reports_addr).map_err(|e| StartError::bind(reports_addr, "udp", e))?;
+        let reports = report_sock
+            .local_addr()
+            .map_err(|e| StartError::bind(reports_addr, "udp", e))?;
+        let admin_listener =
+            TcpListener::bind(admin_addr).map_err(|e| StartError::bind(admin_addr, "tcp", e))?;
+        let admin = admin_listener
+            .local_addr()
+            .map_err(|e| StartError::bind(admin_addr, "tcp", e))?;
+
+        let mut server = DnsServer {
+            shared: shared.clone(),
+            threads: Vec::new(),
+            control: control.clone(),
+            pop: pop.name.clone(),
+            udp: Vec::new(),
+            tcp: Vec::new(),
+            reports,
+            admin,
+        };
+        let started = (|| -> Result<(), StartError> {
+            let (threads, udp_bound) = udp::start(&listen, workers, &shared)?;
+            server.threads.extend(threads);
+            // TCP listens on the same ports as UDP (port 0 in the config resolved).
+            let tcp_listen: Vec<SocketAddr> = udp_bound.clone();
+            server.udp = udp_bound;
+            let (t, tcp_bound) = tcp::start(
+                &tcp_listen,
+                &shared,
+                cfg.dns.tcp_idle_timeout,
+                cfg.dns.tcp_max_connections,
+            )?;
+            server.threads.push(t);
+            server.tcp = tcp_bound;
+            server.threads.push(
+                control::start(report_sock, control.clone(), shared.clone())
+                    .map_err(|e| StartError::bind(reports, "udp", e))?,
+            );
+            server.threads.push(
+                admin::start(
+                    admin_listener,
+                    admin::AdminContext {
+                        pop: pop.name.clone(),
+                        started: Instant::now(),
+                        shared: shared.clone(),
+                        control: control.clone(),
+                        reports: reports_counters,
+                        token: svc.admin_token.as_ref().map(|t| t.as_bytes().to_vec()),
+                    },
+                )
+                .map_err(|e| StartError::bind(admin, "tcp", e))?,
+            );
+            Ok(())
+        })();
+        match started {
+            Ok(()) => Ok(server),
+            Err(e) => {
+                server.stop();
+                Err(e)
+            }
+        }
+    }
+
+    /// The answer table in use now.
+    pub fn table(&self) -> Arc<AnswerTable> {
+        self.shared.table.load_full()
+    }
+
+    /// The selection state (for inspection and tests).
+    pub fn control(&self) -> &Arc<Mutex<ControlState>> {
+        &self.control
+    }
+
+    /// Stops every thread and waits for them (within about 250 ms).
+    pub fn stop(mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}

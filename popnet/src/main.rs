@@ -1,0 +1,187 @@
+//! `popnet`: the POP daemon, one subcommand per role, and `up` to run every role on one box.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use dns_fastpath::{DnsOptions, DnsServer};
+use popnet_config::{Config, ConfigError};
+
+#[derive(Parser)]
+#[command(
+    name = "popnet",
+    version,
+    about = "popnet: a CDN point of presence that is also a global server load balancer"
+)]
+struct Cli {
+    /// Log filter (RUST_LOG syntax), e.g. "info" or "dns_fastpath=debug".
+    #[arg(long, global = true, default_value = "info", env = "POPNET_LOG")]
+    log: String,
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Subcommand)]
+enum Role {
+    /// Run every role of this box. Without --config: the built-in single-box demo on loopback.
+    Up(UpArgs),
+    /// Run the authoritative DNS server and its selector.
+    Dns(DnsArgs),
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// The network's config file (TOML); default: the built-in demo.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Which POP this box is, when the config has several.
+    #[arg(long, value_name = "NAME")]
+    pop: Option<String>,
+}
+
+#[derive(Args)]
+struct UpArgs {
+    #[command(flatten)]
+    cfg: ConfigArgs,
+}
+
+#[derive(Args)]
+struct DnsArgs {
+    #[command(flatten)]
+    cfg: ConfigArgs,
+    /// Answer queries on this address instead of the config's (repeatable; port 0 = any).
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<SocketAddr>,
+    /// Receive metric reports on this UDP address instead of the config's.
+    #[arg(long, value_name = "ADDR")]
+    reports: Option<SocketAddr>,
+    /// Serve the admin HTTP endpoint on this address instead of the config's.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// UDP sockets (threads) per listen address; 0 = one per core.
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+}
+
+/// A failure that has already been explained to the user.
+#[derive(Debug)]
+struct Reported(u8);
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "reported")
+    }
+}
+
+impl std::error::Error for Reported {}
+
+fn load_config(args: &ConfigArgs) -> Result<Config> {
+    let loaded = match &args.config {
+        Some(path) => Config::load(path),
+        None => Ok(Config::demo()),
+    };
+    loaded.map_err(|e| {
+        match &e {
+            ConfigError::Invalid { .. } => eprintln!("popnet: the config is not valid:\n{e}\nfix these and start again (`popctl config check FILE` checks a file)."),
+            _ => eprintln!("popnet: {e}"),
+        }
+        Reported(2).into()
+    })
+}
+
+fn dns_options(a: &DnsArgs) -> DnsOptions {
+    DnsOptions {
+        pop: a.cfg.pop.clone(),
+        listen: (!a.listen.is_empty()).then(|| a.listen.clone()),
+        reports: a.reports,
+        admin: a.admin,
+        workers: a.workers,
+    }
+}
+
+fn start_dns(cfg: &Config, opts: &DnsOptions) -> Result<DnsServer> {
+    let s = DnsServer::start(cfg, opts).context("cannot start the DNS role")?;
+    let addrs: Vec<String> = s.udp.iter().map(ToString::to_string).collect();
+    tracing::info!(
+        pop = %s.pop,
+        listen = %addrs.join(","),
+        reports = %s.reports,
+        admin = %format!("http://{}", s.admin),
+        "dns: answering on UDP and TCP"
+    );
+    Ok(s)
+}
+
+/// Blocks until SIGINT or SIGTERM.
+fn wait_for_signal() -> Result<i32> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("cannot install signal handlers")?;
+    Ok(signals.forever().next().unwrap_or(SIGTERM))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.role {
+        Role::Dns(a) => {
+            let cfg = load_config(&a.cfg)?;
+            let dns = start_dns(&cfg, &dns_options(&a))?;
+            let sig = wait_for_signal()?;
+            tracing::info!(signal = sig, "stopping");
+            dns.stop();
+        }
+        Role::Up(a) => {
+            let demo = a.cfg.config.is_none();
+            let cfg = load_config(&a.cfg)?;
+            let dns = start_dns(
+                &cfg,
+                &DnsOptions {
+                    pop: a.cfg.pop.clone(),
+                    ..DnsOptions::default()
+                },
+            )?;
+            if demo {
+                let at = dns
+                    .udp
+                    .first()
+                    .map(|a| format!("@{} -p {}", a.ip(), a.port()))
+                    .unwrap_or_default();
+                eprintln!("popnet up: the built-in demo POP is running. Try:");
+                eprintln!("  dig {at} www.demo.example      # dynamic: a demo origin");
+                eprintln!("  dig {at} static.demo.example   # static: the POP cache");
+                eprintln!("  popctl dns stats                       # counters");
+                eprintln!("Ctrl-C stops it.");
+            }
+            let sig = wait_for_signal()?;
+            tracing::info!(signal = sig, "stopping");
+            dns.stop();
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
+        eprintln!(
+            "popnet: --log {:?} is not a valid filter ({e}); using \"info\"",
+            cli.log
+        );
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(Reported(code)) = e.downcast_ref::<Reported>() {
+                return ExitCode::from(*code);
+            }
+            eprintln!("popnet: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
