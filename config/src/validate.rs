@@ -289,14 +289,14 @@ fn check(p: &mut Problems, path: &str, c: &Check) {
                     "use e.g. 200",
                 );
             }
-            if let Some(h) = &c.body_xxh3 {
-                if h.len() != 16 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    p.add(
-                        format!("{path}.body_xxh3"),
-                        format!("{h:?} is not 16 hex digits"),
-                        "write the xxh3-64 of the expected body in hex",
-                    );
-                }
+            if let Some(h) = &c.body_xxh3
+                && (h.len() != 16 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                p.add(
+                    format!("{path}.body_xxh3"),
+                    format!("{h:?} is not 16 hex digits"),
+                    "write the xxh3-64 of the expected body in hex",
+                );
             }
         }
         CheckKind::Dns => match &c.query_name {
@@ -431,14 +431,14 @@ fn pops(p: &mut Problems, cfg: &Config) {
                 check(p, &format!("{at}.cache.check"), chk);
             }
         }
-        if let Some(l) = &pop.log_server {
-            if !cfg.log_servers.iter().any(|s| &s.name == l) {
-                p.add(
-                    format!("{at}.log_server"),
-                    format!("no log server is named {l:?}"),
-                    "name one of the [[log_servers]]",
-                );
-            }
+        if let Some(l) = &pop.log_server
+            && !cfg.log_servers.iter().any(|s| &s.name == l)
+        {
+            p.add(
+                format!("{at}.log_server"),
+                format!("no log server is named {l:?}"),
+                "name one of the [[log_servers]]",
+            );
         }
     }
 }
@@ -638,7 +638,7 @@ fn customers(p: &mut Problems, cfg: &Config, net_zone: Option<&Name>) {
             match parse_record(&r.rtype, &r.value) {
                 Err(e) => p.add(format!("{rp}.value"), e.problem, e.fix),
                 Ok(RecordValue::Cname(_)) => {
-                    if own.iter().any(|z| *z == name) {
+                    if own.contains(&name) {
                         p.add(
                             &rp,
                             "a CNAME cannot stand at a zone apex (RFC 1912 §2.4)",

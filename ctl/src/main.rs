@@ -1,1 +1,363 @@
-fn main() {}
+//! `popctl`: inspect and operate a popnet network from the command line.
+
+mod http;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow};
+use clap::{Args, Parser, Subcommand};
+use popnet_config::{Config, ConfigError};
+use serde_json::Value;
+
+#[derive(Parser)]
+#[command(
+    name = "popctl",
+    version,
+    about = "Inspect and operate a popnet network"
+)]
+struct Cli {
+    #[command(flatten)]
+    target: Target,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// Which box to talk to.
+#[derive(Args)]
+struct Target {
+    /// The network's config file; default: the built-in demo that `popnet up` runs.
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The POP to talk to, when the config has several.
+    #[arg(long, global = true, value_name = "NAME")]
+    pop: Option<String>,
+    /// Admin listener address, instead of the one in the config.
+    #[arg(long, global = true, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Check and print configs.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// The DNS server: counters and current answers.
+    #[command(subcommand)]
+    Dns(DnsCmd),
+    /// Figures the DNS server holds per server: health, load, loss, latency, and their ages.
+    Metrics,
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Validate config files; prints every problem with its place.
+    Check {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Print the built-in demo config (a starting point for your own).
+    Demo,
+}
+
+#[derive(Subcommand)]
+enum DnsCmd {
+    /// Query, rcode and report counters.
+    Stats,
+    /// The answer chosen for every balanced domain, view and address family, with the ranking.
+    Selections,
+}
+
+/// An error already printed.
+#[derive(Debug)]
+struct Failed;
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("failed")
+    }
+}
+
+impl std::error::Error for Failed {}
+
+fn load(path: Option<&PathBuf>) -> Result<Config> {
+    match path {
+        None => Ok(Config::demo()),
+        Some(p) => Config::load(p).map_err(|e| anyhow!("{e}")),
+    }
+}
+
+/// The admin address and token of the target box's DNS server.
+fn dns_admin(t: &Target) -> Result<(SocketAddr, Option<Vec<u8>>)> {
+    let cfg = load(t.config.as_ref())?;
+    let pop = cfg
+        .local_pop(t.pop.as_deref(), |p| p.dns.is_some())
+        .map_err(|e| anyhow!("{e}"))?;
+    let dns = pop
+        .dns
+        .as_ref()
+        .ok_or_else(|| anyhow!("POP {:?} runs no DNS server", pop.name))?;
+    let token = dns.admin_token.as_ref().map(|s| s.as_bytes().to_vec());
+    Ok((t.admin.unwrap_or(dns.admin), token))
+}
+
+fn fetch(t: &Target, path: &str) -> Result<Value> {
+    let (addr, token) = dns_admin(t)?;
+    let body = http::get(addr, path, token.as_deref())?;
+    serde_json::from_slice(&body).with_context(|| format!("{addr}{path} did not return JSON"))
+}
+
+fn print_json(v: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn num(v: &Value, path: &[&str]) -> u64 {
+    path.iter()
+        .try_fold(v, |v, k| v.get(k))
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Prints rows as aligned columns.
+fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+            .collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+fn figure(v: &Value, unit: &str) -> String {
+    match v {
+        Value::Null => "-".into(),
+        f => format!(
+            "{:.3}{unit} ({:.1}s)",
+            f.get("value").and_then(Value::as_f64).unwrap_or(f64::NAN),
+            f.get("age_ms").and_then(Value::as_u64).unwrap_or(0) as f64 / 1000.0
+        ),
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Config(ConfigCmd::Check { files }) => {
+            let mut bad = false;
+            for f in &files {
+                match Config::load(f) {
+                    Ok(c) => println!(
+                        "{}: valid (version {}, {} POPs, {} customers, {} balanced domains)",
+                        f.display(),
+                        c.network.version,
+                        c.pops.len(),
+                        c.customers.len(),
+                        c.customers.iter().map(|c| c.domains.len()).sum::<usize>()
+                    ),
+                    Err(e @ ConfigError::Invalid { .. }) => {
+                        bad = true;
+                        eprintln!("{e}");
+                    }
+                    Err(e) => {
+                        bad = true;
+                        eprintln!("{e}");
+                    }
+                }
+            }
+            if bad {
+                return Err(Failed.into());
+            }
+        }
+        Cmd::Config(ConfigCmd::Demo) => print!("{}", popnet_config::DEMO_TOML),
+        Cmd::Dns(DnsCmd::Stats) => {
+            let v = fetch(&cli.target, "/stats")?;
+            if cli.json {
+                return print_json(&v);
+            }
+            let q = |k: &str| num(&v, &["queries", k]);
+            let r = |k: &str| num(&v, &["reports", k]);
+            println!(
+                "POP {} · up {}s · answer table generation {} ({} entries)",
+                text(&v["pop"]),
+                num(&v, &["uptime_s"]),
+                num(&v, &["answer_table", "generation"]),
+                num(&v, &["answer_table", "entries"])
+            );
+            println!(
+                "queries  received {}  answered {} ({} precomputed)  truncated {}  dropped {} (short {}, responses {}, oversize {})",
+                q("received"),
+                q("answered"),
+                q("precomputed"),
+                q("truncated"),
+                q("dropped"),
+                q("dropped_short"),
+                q("dropped_response"),
+                q("dropped_oversize")
+            );
+            println!(
+                "rcodes   NOERROR {}  NXDOMAIN {}  REFUSED {}  FORMERR {}  NOTIMP {}  SERVFAIL {}  BADVERS {}  other {}",
+                q("noerror"),
+                q("nxdomain"),
+                q("refused"),
+                q("formerr"),
+                q("notimp"),
+                q("servfail"),
+                q("badvers"),
+                q("other_rcode")
+            );
+            println!(
+                "reports  accepted {}  bad MAC {}  malformed {}  bad version {}  replayed {}  stale {}  future {}  entries {} (unknown server {}, unknown view {}, stale {})",
+                r("accepted"),
+                r("bad_mac"),
+                r("malformed"),
+                r("bad_version"),
+                r("replayed"),
+                r("stale"),
+                r("future"),
+                r("entries"),
+                r("unknown_server"),
+                r("unknown_view"),
+                r("stale_entries")
+            );
+        }
+        Cmd::Dns(DnsCmd::Selections) => {
+            let v = fetch(&cli.target, "/selections")?;
+            if cli.json {
+                return print_json(&v);
+            }
+            let rows: Vec<Vec<String>> = v
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .map(|s| {
+                    let chosen: Vec<String> = s["chosen"]
+                        .as_array()
+                        .map(Vec::as_slice)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(text)
+                        .collect();
+                    let ranking: Vec<String> = s["ranking"]
+                        .as_array()
+                        .map(Vec::as_slice)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|r| {
+                            format!(
+                                "{} {} {:.3}",
+                                text(&r["server"]),
+                                text(&r["tier"]),
+                                r["score"].as_f64().unwrap_or(f64::NAN)
+                            )
+                        })
+                        .collect();
+                    vec![
+                        text(&s["domain"]),
+                        text(&s["view"]),
+                        text(&s["family"]),
+                        chosen.join(","),
+                        ranking.join(" · "),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "DOMAIN",
+                    "VIEW",
+                    "FAMILY",
+                    "ANSWER",
+                    "RANKING (server tier score)",
+                ],
+                &rows,
+            );
+        }
+        Cmd::Metrics => {
+            let v = fetch(&cli.target, "/servers")?;
+            if cli.json {
+                return print_json(&v);
+            }
+            let rows: Vec<Vec<String>> = v
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .map(|s| {
+                    let lat: Vec<String> = s["latency_ms"]
+                        .as_array()
+                        .map(Vec::as_slice)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|p| format!("{} {}", text(&p[0]), figure(&p[1], "ms")))
+                        .collect();
+                    vec![
+                        text(&s["id"]),
+                        text(&s["kind"]),
+                        text(&s["region"]),
+                        text(&s["tier"]),
+                        text(&s["health"]["state"]),
+                        figure(&s["load"], ""),
+                        figure(&s["loss"], ""),
+                        figure(&s["rtt_ms"], "ms"),
+                        if lat.is_empty() {
+                            "-".into()
+                        } else {
+                            lat.join(", ")
+                        },
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "SERVER",
+                    "KIND",
+                    "REGION",
+                    "TIER",
+                    "HEALTH",
+                    "LOAD (age)",
+                    "LOSS (age)",
+                    "RTT (age)",
+                    "LATENCY PER VIEW (age)",
+                ],
+                &rows,
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<Failed>() => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("popctl: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

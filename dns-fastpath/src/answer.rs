@@ -137,13 +137,11 @@ impl Resolver<'_> {
                     }
                 })
                 .collect();
-            return (!rdata.is_empty()).then(|| {
-                Cow::Owned(RRset {
-                    rtype: t,
-                    ttl: dom.policy.ttl,
-                    rdata,
-                })
-            });
+            return (!rdata.is_empty()).then_some(Cow::Owned(RRset {
+                rtype: t,
+                ttl: dom.policy.ttl,
+                rdata,
+            }));
         }
         node.rrset(t).map(Cow::Borrowed)
     }
@@ -187,24 +185,24 @@ impl Resolver<'_> {
                 res.authority.push(self.soa(zone));
                 return res;
             };
-            if qtype != RType::CNAME {
-                if let Some((target, ttl)) = node.cname() {
-                    res.answer.push(Record {
-                        name: current.clone(),
-                        rtype: RType::CNAME,
-                        rclass: RClass::IN,
-                        ttl,
-                        rdata: RData::Cname(target.clone()),
-                    });
-                    match self.catalog.zone_of(target) {
-                        Some(z) if !res.answer.iter().any(|r| r.name == *target) => {
-                            zone = z;
-                            current = target.clone();
-                            continue;
-                        }
-                        // Outside our zones (the resolver follows it) or a loop.
-                        _ => return res,
+            if qtype != RType::CNAME
+                && let Some((target, ttl)) = node.cname()
+            {
+                res.answer.push(Record {
+                    name: current.clone(),
+                    rtype: RType::CNAME,
+                    rclass: RClass::IN,
+                    ttl,
+                    rdata: RData::Cname(target.clone()),
+                });
+                match self.catalog.zone_of(target) {
+                    Some(z) if !res.answer.iter().any(|r| r.name == *target) => {
+                        zone = z;
+                        current = target.clone();
+                        continue;
                     }
+                    // Outside our zones (the resolver follows it) or a loop.
+                    _ => return res,
                 }
             }
             let wanted: &[RType] = if qtype == RType::ANY {

@@ -112,7 +112,7 @@ pub struct Server {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum ServerKind {
     PopCache,
     Origin,
@@ -120,6 +120,7 @@ pub enum ServerKind {
 
 /// Address family of an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Family {
     V4,
     V6,

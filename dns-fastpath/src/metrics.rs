@@ -42,10 +42,10 @@ struct Figures {
 }
 
 fn newer<T>(slot: &mut Option<Stamped<T>>, value: Option<T>, at_ms: u64) {
-    if let Some(value) = value {
-        if slot.as_ref().is_none_or(|s| s.at_ms <= at_ms) {
-            *slot = Some(Stamped { value, at_ms });
-        }
+    if let Some(value) = value
+        && slot.as_ref().is_none_or(|s| s.at_ms <= at_ms)
+    {
+        *slot = Some(Stamped { value, at_ms });
     }
 }
 

@@ -223,14 +223,14 @@ pub fn respond(
         answered(rcode, false, false)
     };
 
-    if let Some(e) = q.edns() {
-        if e.version > 0 {
-            let o = opt.clone().map(|o| OptReply {
-                ext_rcode: Rcode::BADVERS.ext8(),
-                ..o
-            });
-            return error(out, Rcode::BADVERS, o.as_ref());
-        }
+    if let Some(e) = q.edns()
+        && e.version > 0
+    {
+        let o = opt.clone().map(|o| OptReply {
+            ext_rcode: Rcode::BADVERS.ext8(),
+            ..o
+        });
+        return error(out, Rcode::BADVERS, o.as_ref());
     }
     if q.opcode() != dns_wire::Opcode::QUERY {
         return error(out, Rcode::NOTIMP, opt.as_ref());

@@ -312,7 +312,7 @@ impl Selector {
                     };
                     if !keep {
                         let fresh = best.iter().map(|r| r.server).collect::<Vec<_>>();
-                        *slot = (!fresh.is_empty()).then(|| Sticky {
+                        *slot = (!fresh.is_empty()).then_some(Sticky {
                             servers: fresh,
                             chosen_at: now,
                         });

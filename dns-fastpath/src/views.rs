@@ -34,7 +34,7 @@ impl<K: Copy + Eq + std::hash::Hash> Table<K> {
             }
             None => {
                 self.by_len.push((len, HashMap::from([(key, view)])));
-                self.by_len.sort_by(|a, b| b.0.cmp(&a.0));
+                self.by_len.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
             }
         }
     }

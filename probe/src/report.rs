@@ -360,7 +360,7 @@ fn fixed(v: f32, max: f32, why: &'static str) -> Result<u16, ReportError> {
 }
 
 fn micros(ms: f32) -> Result<u32, ReportError> {
-    if !(ms.is_finite() && ms >= 0.0 && ms < 4_294_967.0) {
+    if !(ms.is_finite() && (0.0..4_294_967.0).contains(&ms)) {
         return Err(ReportError::Unencodable("time must be 0..4294967 ms"));
     }
     Ok((ms * 1000.0).round() as u32)
