@@ -47,6 +47,36 @@ pub enum QueryError {
 ///
 /// Parsing checks the whole packet as strictly as [`crate::Message::decode`] and more:
 /// exactly one question, whose name is not compressed.
+///
+/// ```
+/// use std::net::Ipv4Addr;
+/// use dns_wire::{Encoder, Message, QueryView, RData, Record};
+///
+/// // A query from `dig www.Example.com A +noedns`.
+/// let packet = b"\xbf\x42\x01\x20\x00\x01\x00\x00\x00\x00\x00\x00\
+///                \x03www\x07Example\x03com\x00\x00\x01\x00\x01";
+/// let view = QueryView::parse(packet).unwrap();
+/// let mut key = [0u8; 255];
+/// let len = view.lowercase_qname(&mut key);
+/// assert_eq!(&key[..len], b"\x03www\x07example\x03com\x00");
+///
+/// // Answer: echo the question bytes, let the answer owner point at them.
+/// let mut header = *view.header();
+/// header.set_qr(true);
+/// header.set_aa(true);
+/// header.ancount = 1;
+/// let mut enc = Encoder::with_capacity(512);
+/// enc.put_slice(&header.to_bytes());
+/// enc.put_slice(view.question_wire());
+/// enc.register_name(&view.qname(), 12);
+/// let owner = view.qname().to_lowercase();
+/// enc.put_record(&Record::new_in(owner, 300, RData::A(Ipv4Addr::new(192, 0, 2, 1))).unwrap())
+///     .unwrap();
+/// let reply = enc.into_bytes();
+/// assert_eq!(&reply[33..35], &[0xc0, 0x0c]);
+/// let m = Message::decode(&reply).unwrap();
+/// assert_eq!(m.answers[0].to_string(), "www.Example.com. 300 IN A 192.0.2.1");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryView<'a> {
     packet: &'a [u8],
