@@ -361,22 +361,21 @@ impl AnswerTable {
             .or_else(|| self.map.get(table_key(&mut kbuf, lc_name, qtype, VIEW_ANY)))
     }
 
-    /// The answer for a lowercase wire name: from the table, or resolved now.
-    pub fn answer(&self, lc_name: &[u8], qtype: RType, view: ViewId) -> Cow<'_, Answer> {
+    /// The answer for a lowercase wire name: from the table (`true`), or resolved now.
+    pub fn answer(&self, lc_name: &[u8], qtype: RType, view: ViewId) -> (Cow<'_, Answer>, bool) {
         if let Some(a) = self.lookup(lc_name, qtype, view) {
-            return Cow::Borrowed(a);
+            return (Cow::Borrowed(a), true);
         }
-        match Name::from_wire(lc_name) {
-            Ok(name) => Cow::Owned(
-                Resolver {
-                    catalog: &self.catalog,
-                    selections: &self.selections,
-                }
-                .answer(&name, qtype, view),
-            ),
+        let computed = match Name::from_wire(lc_name) {
+            Ok(name) => Resolver {
+                catalog: &self.catalog,
+                selections: &self.selections,
+            }
+            .answer(&name, qtype, view),
             // The query parser only hands over valid names.
-            Err(_) => Cow::Owned(Answer::empty(Rcode::FORMERR, false)),
-        }
+            Err(_) => Answer::empty(Rcode::FORMERR, false),
+        };
+        (Cow::Owned(computed), false)
     }
 
     /// Every precomputed entry: (lowercase wire name, type, view or [`VIEW_ANY`], answer).

@@ -260,8 +260,7 @@ pub fn respond(
 
     let mut lc = [0u8; dns_wire::name::MAX_NAME_LEN];
     let n = q.lowercase_qname(&mut lc);
-    let precomputed = table.lookup(&lc[..n], qtype, m.view).is_some();
-    let answer = table.answer(&lc[..n], qtype, m.view);
+    let (answer, precomputed) = table.answer(&lc[..n], qtype, m.view);
 
     if let (Some(o), Some(cs)) = (opt.as_mut(), ecs) {
         let scope = if answer.view_dependent && cs.source_prefix > 0 {

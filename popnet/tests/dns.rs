@@ -455,3 +455,71 @@ fn client_subnet_chooses_the_view_and_sets_the_scope() {
     let r = udp_exchange(&s, &q).expect("answer");
     assert_eq!(r[3] & 0x0f, 0);
 }
+
+fn tcp_query(conn: &mut TcpStream, id: u16, name: &str) -> std::io::Result<Message> {
+    let q = query(id, name, RType::A);
+    conn.write_all(&(q.len() as u16).to_be_bytes())?;
+    conn.write_all(&q)?;
+    let mut len = [0u8; 2];
+    conn.read_exact(&mut len)?;
+    let mut msg = vec![0u8; u16::from_be_bytes(len) as usize];
+    conn.read_exact(&mut msg)?;
+    Ok(Message::decode(&msg).expect("response parses"))
+}
+
+/// True once the server has closed `conn` (a read sees EOF or a reset).
+fn closed(conn: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(conn.read(&mut b), Ok(0) | Err(_))
+}
+
+#[test]
+fn idle_tcp_connections_are_closed_and_the_oldest_makes_room() {
+    let cfg = test_config().replacen(
+        "[[views]]",
+        "[dns]\ntcp_idle_timeout = \"400ms\"\ntcp_max_connections = 2\n\n[[views]]",
+        1,
+    );
+    let s = Server::start(&cfg);
+
+    // An idle client is closed after the timeout; an active one is not.
+    let mut idle = TcpStream::connect(s.dns).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    tcp_query(&mut idle, 1, "www.shop.example").unwrap();
+    let t = std::time::Instant::now();
+    assert!(closed(&mut idle), "idle connection left open");
+    let after = t.elapsed();
+    assert!(
+        after >= Duration::from_millis(300) && after < Duration::from_secs(2),
+        "closed after {after:?}"
+    );
+
+    // A client that sends half a length prefix and stalls is timed out too.
+    let mut slow = TcpStream::connect(s.dns).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    slow.write_all(&[0]).unwrap();
+    assert!(closed(&mut slow), "stalled client left open");
+
+    // At the cap, a new connection closes the one idle longest.
+    let mut a = TcpStream::connect(s.dns).unwrap();
+    a.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    tcp_query(&mut a, 2, "www.shop.example").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut b = TcpStream::connect(s.dns).unwrap();
+    b.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    tcp_query(&mut b, 3, "www.shop.example").unwrap();
+    let mut c = TcpStream::connect(s.dns).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    assert_eq!(
+        tcp_query(&mut c, 4, "www.shop.example").unwrap().header.id,
+        4
+    );
+    assert!(
+        closed(&mut a),
+        "the oldest connection should have made room"
+    );
+    assert_eq!(
+        tcp_query(&mut b, 5, "mail.shop.example").unwrap().header.id,
+        5
+    );
+}
