@@ -111,6 +111,11 @@ fn fetch(t: &Target, path: &str) -> Result<Value> {
     serde_json::from_slice(&body).with_context(|| format!("{addr}{path} did not return JSON"))
 }
 
+/// The elements of a JSON array (none if it is not one).
+fn items(v: &Value) -> &[Value] {
+    v.as_array().map_or(&[], Vec::as_slice)
+}
+
 fn print_json(v: &Value) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -249,23 +254,11 @@ fn run(cli: Cli) -> Result<()> {
             if cli.json {
                 return print_json(&v);
             }
-            let rows: Vec<Vec<String>> = v
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
+            let rows: Vec<Vec<String>> = items(&v)
                 .iter()
                 .map(|s| {
-                    let chosen: Vec<String> = s["chosen"]
-                        .as_array()
-                        .map(Vec::as_slice)
-                        .unwrap_or_default()
-                        .iter()
-                        .map(text)
-                        .collect();
-                    let ranking: Vec<String> = s["ranking"]
-                        .as_array()
-                        .map(Vec::as_slice)
-                        .unwrap_or_default()
+                    let chosen: Vec<String> = items(&s["chosen"]).iter().map(text).collect();
+                    let ranking: Vec<String> = items(&s["ranking"])
                         .iter()
                         .map(|r| {
                             format!(
@@ -301,16 +294,10 @@ fn run(cli: Cli) -> Result<()> {
             if cli.json {
                 return print_json(&v);
             }
-            let rows: Vec<Vec<String>> = v
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
+            let rows: Vec<Vec<String>> = items(&v)
                 .iter()
                 .map(|s| {
-                    let lat: Vec<String> = s["latency_ms"]
-                        .as_array()
-                        .map(Vec::as_slice)
-                        .unwrap_or_default()
+                    let lat: Vec<String> = items(&s["latency_ms"])
                         .iter()
                         .map(|p| format!("{} {}", text(&p[0]), figure(&p[1], "ms")))
                         .collect();

@@ -138,12 +138,7 @@ fn handle(mut s: TcpStream, ctx: &AdminContext) -> io::Result<()> {
         "/health" => return reply(&mut s, 200, "text/plain", b"ok\n"),
         "/stats" => {
             let table = ctx.shared.table.load();
-            let workers = ctx
-                .shared
-                .counters
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
+            let workers = ctx.shared.all_counters();
             json(&StatsReply {
                 pop: ctx.pop.clone(),
                 uptime_s: ctx.started.elapsed().as_secs(),

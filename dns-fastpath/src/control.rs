@@ -17,7 +17,7 @@ use crate::answer::AnswerTable;
 use crate::catalog::{Catalog, Family, ServerKind};
 use crate::metrics::{MetricsTable, RawHealth, Stamped, unix_ms};
 use crate::selector::{Selector, Terms, Tier};
-use crate::server::Shared;
+use crate::server::{Shared, transient};
 use crate::views::ViewId;
 
 /// Re-evaluation period.
@@ -201,13 +201,7 @@ pub fn start(
                         Ok(_) => dirty = true,
                         Err(e) => tracing::debug!(%from, error = %e, "metric report refused"),
                     },
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock
-                                | io::ErrorKind::TimedOut
-                                | io::ErrorKind::Interrupted
-                        ) => {}
+                    Err(e) if transient(&e) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "report socket receive failed");
                         std::thread::sleep(TICK);

@@ -28,6 +28,34 @@ pub struct Shared {
     pub counters: Mutex<Vec<Arc<Counters>>>,
 }
 
+impl Shared {
+    /// A new set of worker counters, included in the totals from now on.
+    pub fn new_counters(&self) -> Arc<Counters> {
+        let c = Arc::new(Counters::default());
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(c.clone());
+        c
+    }
+
+    /// Every worker's counters.
+    pub fn all_counters(&self) -> Vec<Arc<Counters>> {
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// True for socket errors that only mean "nothing yet, try again" (timeouts, signals).
+pub(crate) fn transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
 /// Why the DNS role could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

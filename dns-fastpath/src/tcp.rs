@@ -56,12 +56,7 @@ pub fn start(
         );
         listeners.push(l);
     }
-    let counters = Arc::new(Counters::default());
-    shared
-        .counters
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(counters.clone());
+    let counters = shared.new_counters();
     let shared = shared.clone();
     let t = std::thread::Builder::new()
         .name("dns-tcp".into())

@@ -10,7 +10,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::respond::{Outcome, Transport, respond};
-use crate::server::{Shared, StartError};
+use crate::server::{Shared, StartError, transient};
 use crate::stats::Counters;
 use crate::sys::Batch;
 
@@ -74,12 +74,7 @@ pub fn start(
             socks.push(bind_reuseport(actual).map_err(|e| StartError::bind(actual, "udp", e))?);
         }
         for (i, sock) in socks.into_iter().enumerate() {
-            let counters = Arc::new(Counters::default());
-            shared
-                .counters
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(counters.clone());
+            let counters = shared.new_counters();
             let shared = shared.clone();
             let t = std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
@@ -97,14 +92,7 @@ fn worker(sock: UdpSocket, shared: Arc<Shared>, counters: Arc<Counters>) {
     while !shared.stop.load(Ordering::Relaxed) {
         let n = match batch.recv(&sock) {
             Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
+            Err(e) if transient(&e) => {
                 continue;
             }
             Err(e) => {
