@@ -18,6 +18,7 @@ mod sys;
 pub mod tcp;
 pub mod udp;
 pub mod views;
+pub mod xdp;
 
 pub use admin::StatsReply;
 pub use server::{DnsOptions, DnsServer, StartError};

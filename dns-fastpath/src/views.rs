@@ -71,8 +71,8 @@ pub struct Views {
     names: Vec<String>,
     v4: Table<u32>,
     v6: Table<u128>,
-    /// Every prefix, for client-subnet scope computation.
-    prefixes: Vec<IpNet>,
+    /// Every prefix and its view (for client-subnet scopes and the XDP view trie).
+    prefixes: Vec<(IpNet, ViewId)>,
 }
 
 impl Views {
@@ -86,7 +86,7 @@ impl Views {
             out.names.push(v.name.clone());
             for p in &v.prefixes {
                 let p = p.trunc();
-                out.prefixes.push(p);
+                out.prefixes.push((p, id));
                 match p {
                     IpNet::V4(n) => out.v4.insert(n.prefix_len(), u32::from(n.network()), id),
                     IpNet::V6(n) => out.v6.insert(n.prefix_len(), u128::from(n.network()), id),
@@ -127,7 +127,7 @@ impl Views {
             v4 => v4,
         };
         let mut scope = m.prefix_len;
-        for p in &self.prefixes {
+        for (p, _) in &self.prefixes {
             if p.prefix_len() <= m.prefix_len {
                 continue;
             }
@@ -146,6 +146,11 @@ impl Views {
             scope = scope.max(needed);
         }
         scope
+    }
+
+    /// Every prefix with its view, in config order.
+    pub fn entries(&self) -> impl Iterator<Item = (IpNet, ViewId)> + '_ {
+        self.prefixes.iter().copied()
     }
 
     /// Display name of a view id.

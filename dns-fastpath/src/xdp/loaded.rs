@@ -1,0 +1,317 @@
+//! The loaded program: aya objects, attachments, the double-buffered answer map.
+
+use std::collections::HashMap as StdHashMap;
+use std::net::IpAddr;
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{ArrayOfMaps, HashMap, MapData, PerCpuArray};
+use aya::programs::{ProgramError, Xdp};
+use aya::{Ebpf, EbpfError, EbpfLoader, TestRun as _, TestRunOptions};
+use ipnet::IpNet;
+use popnet_common::{AnswerKey, AnswerValue, COUNTERS, MAX_ANSWERS};
+
+use super::entries::{Diff, entries_of};
+use super::{ProgramSettings, TestRun, XdpCounters, XdpError, XdpMode};
+use crate::answer::AnswerTable;
+use crate::views::Views;
+
+/// The program object built by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/popnet-ebpf"));
+const PROGRAM: &str = "popnet_dns";
+/// `BPF_F_NO_PREALLOC`: allocate entries on demand (the maps are sized for 64k entries).
+const NO_PREALLOC: u32 = 1;
+
+type AnswerMap = HashMap<MapData, AnswerKey, AnswerValue>;
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> XdpError {
+    move |e| XdpError::Map {
+        map,
+        reason: e.to_string(),
+    }
+}
+
+fn load_err(e: EbpfError) -> XdpError {
+    let text = format!("{e:#}");
+    let denied = matches!(&e, EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. }) if io_error.raw_os_error() == Some(libc::EPERM))
+        || text.contains("Operation not permitted")
+        || text.contains("EPERM");
+    if denied {
+        XdpError::Permission(text)
+    } else {
+        XdpError::Unsupported(text)
+    }
+}
+
+/// The loaded XDP program and its maps.
+pub struct FastPath {
+    ebpf: Ebpf,
+    /// The two answer maps; `active` is the one slot 0 of `ANSWERS` points at.
+    maps: [AnswerMap; 2],
+    active: usize,
+    /// What both maps hold.
+    shadow: StdHashMap<AnswerKey, AnswerValue>,
+    attached: Vec<(String, XdpMode, aya::programs::xdp::XdpLinkId)>,
+}
+
+impl FastPath {
+    /// Loads the program (not attached yet) with its views, listen addresses and every
+    /// answer of `table`.
+    pub fn load(
+        settings: &ProgramSettings,
+        views: &Views,
+        table: &AnswerTable,
+    ) -> Result<FastPath, XdpError> {
+        let port = settings.port();
+        let payload = settings.udp_payload;
+        let any4 = u8::from(settings.any(false));
+        let any6 = u8::from(settings.any(true));
+        let mut ebpf = EbpfLoader::new()
+            .override_global("DNS_PORT", &port, true)
+            .override_global("UDP_PAYLOAD", &payload, true)
+            .override_global("ANY_DST4", &any4, true)
+            .override_global("ANY_DST6", &any6, true)
+            .load(OBJECT)
+            .map_err(load_err)?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROGRAM)
+            .ok_or_else(|| XdpError::Unsupported(format!("no program {PROGRAM} in the object")))?
+            .try_into()
+            .map_err(|e: ProgramError| XdpError::Unsupported(e.to_string()))?;
+        prog.load().map_err(|e| match &e {
+            ProgramError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::EPERM) => {
+                XdpError::Permission(e.to_string())
+            }
+            _ => XdpError::Unsupported(format!("{e:#}")),
+        })?;
+
+        // Views and listen addresses.
+        {
+            let mut v4: LpmTrie<_, [u8; 4], u16> =
+                LpmTrie::try_from(ebpf.map_mut("VIEWS4").ok_or(missing("VIEWS4"))?)
+                    .map_err(map_err("VIEWS4"))?;
+            for (net, view) in views.entries() {
+                if let IpNet::V4(n) = net {
+                    v4.insert(
+                        &Key::new(u32::from(n.prefix_len()), n.network().octets()),
+                        view,
+                        0,
+                    )
+                    .map_err(map_err("VIEWS4"))?;
+                }
+            }
+        }
+        {
+            let mut v6: LpmTrie<_, [u8; 16], u16> =
+                LpmTrie::try_from(ebpf.map_mut("VIEWS6").ok_or(missing("VIEWS6"))?)
+                    .map_err(map_err("VIEWS6"))?;
+            for (net, view) in views.entries() {
+                if let IpNet::V6(n) = net {
+                    v6.insert(
+                        &Key::new(u32::from(n.prefix_len()), n.network().octets()),
+                        view,
+                        0,
+                    )
+                    .map_err(map_err("VIEWS6"))?;
+                }
+            }
+        }
+        for ip in settings.addrs() {
+            match ip {
+                IpAddr::V4(a) => {
+                    let mut m: HashMap<_, [u8; 4], u8> =
+                        HashMap::try_from(ebpf.map_mut("LISTEN4").ok_or(missing("LISTEN4"))?)
+                            .map_err(map_err("LISTEN4"))?;
+                    m.insert(a.octets(), 1, 0).map_err(map_err("LISTEN4"))?;
+                }
+                IpAddr::V6(a) => {
+                    let mut m: HashMap<_, [u8; 16], u8> =
+                        HashMap::try_from(ebpf.map_mut("LISTEN6").ok_or(missing("LISTEN6"))?)
+                            .map_err(map_err("LISTEN6"))?;
+                    m.insert(a.octets(), 1, 0).map_err(map_err("LISTEN6"))?;
+                }
+            }
+        }
+
+        // The two answer maps, A active from the start.
+        let maps = [
+            AnswerMap::create(MAX_ANSWERS, NO_PREALLOC).map_err(map_err("ANSWERS inner"))?,
+            AnswerMap::create(MAX_ANSWERS, NO_PREALLOC).map_err(map_err("ANSWERS inner"))?,
+        ];
+        let mut fp = FastPath {
+            ebpf,
+            maps,
+            active: 0,
+            shadow: StdHashMap::new(),
+            attached: Vec::new(),
+        };
+        fp.point_at(0)?;
+        fp.publish(table)?;
+        Ok(fp)
+    }
+
+    /// Points slot 0 of `ANSWERS` at map `i`; returns after an RCU grace period.
+    fn point_at(&mut self, i: usize) -> Result<(), XdpError> {
+        let mut outer: ArrayOfMaps<_, AnswerMap> =
+            ArrayOfMaps::try_from(self.ebpf.map_mut("ANSWERS").ok_or(missing("ANSWERS"))?)
+                .map_err(map_err("ANSWERS"))?;
+        outer.set(0, &self.maps[i], 0).map_err(map_err("ANSWERS"))?;
+        self.active = i;
+        Ok(())
+    }
+
+    fn apply(map: &mut AnswerMap, diff: &Diff) -> Result<(), XdpError> {
+        for k in &diff.removals {
+            match map.remove(k) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err("ANSWERS inner")(e)),
+            }
+        }
+        for (k, v) in &diff.upserts {
+            map.insert(k, v, 0).map_err(map_err("ANSWERS inner"))?;
+        }
+        Ok(())
+    }
+
+    /// Makes the maps hold exactly the answers of `table` (see the module docs for
+    /// why no program run reads a half-written answer). Returns how many entries changed.
+    pub fn publish(&mut self, table: &AnswerTable) -> Result<usize, XdpError> {
+        let (next, skipped) = entries_of(table);
+        if skipped > 0 {
+            tracing::debug!(
+                skipped,
+                "answers too large for the XDP map are answered by userspace"
+            );
+        }
+        let diff = Diff::between(&self.shadow, &next);
+        if diff.is_empty() {
+            return Ok(0);
+        }
+        let idle = 1 - self.active;
+        let changed = diff.upserts.len() + diff.removals.len();
+        Self::apply(&mut self.maps[idle], &diff)?;
+        self.point_at(idle)?;
+        // The map that was active is now read by nobody.
+        let old = 1 - self.active;
+        Self::apply(&mut self.maps[old], &diff)?;
+        self.shadow = next;
+        Ok(changed)
+    }
+
+    /// Attaches to `iface`.
+    pub fn attach(&mut self, iface: &str, mode: XdpMode) -> Result<(), XdpError> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM)
+            .ok_or_else(|| XdpError::Unsupported(format!("no program {PROGRAM}")))?
+            .try_into()
+            .map_err(|e: ProgramError| XdpError::Unsupported(e.to_string()))?;
+        let flags = match mode {
+            XdpMode::Native => aya::programs::XdpMode::Driver,
+            XdpMode::Skb => aya::programs::XdpMode::Skb,
+        };
+        let id = prog.attach(iface, flags).map_err(|e| {
+            let text = format!("{e:#}");
+            match &e {
+                ProgramError::UnknownInterface { .. } => XdpError::NoInterface {
+                    iface: iface.to_string(),
+                },
+                _ if text.contains("Device or resource busy") || text.contains("EBUSY") => {
+                    XdpError::Busy {
+                        iface: iface.to_string(),
+                    }
+                }
+                _ if text.contains("Operation not permitted") => XdpError::Permission(text),
+                _ => XdpError::Attach {
+                    iface: iface.to_string(),
+                    mode,
+                    reason: text,
+                },
+            }
+        })?;
+        self.attached.push((iface.to_string(), mode, id));
+        Ok(())
+    }
+
+    /// The interfaces the program is attached to.
+    pub fn attached(&self) -> Vec<(String, XdpMode)> {
+        self.attached
+            .iter()
+            .map(|(i, m, _)| (i.clone(), *m))
+            .collect()
+    }
+
+    /// The per-CPU counters.
+    pub fn counters(&self) -> Result<XdpCounters, XdpError> {
+        let arr: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map("COUNTS").ok_or(missing("COUNTS"))?)
+                .map_err(map_err("COUNTS"))?;
+        let mut per_cpu: Vec<[u64; COUNTERS]> = Vec::new();
+        for i in 0..COUNTERS as u32 {
+            let values = arr.get(&i, 0).map_err(map_err("COUNTS"))?;
+            for (cpu, v) in values.iter().enumerate() {
+                if per_cpu.len() <= cpu {
+                    per_cpu.push([0; COUNTERS]);
+                }
+                per_cpu[cpu][i as usize] = *v;
+            }
+        }
+        Ok(XdpCounters::from_per_cpu(per_cpu))
+    }
+
+    /// Every entry of the active answer map, read back from the kernel.
+    pub fn entries(&self) -> Result<Vec<(AnswerKey, AnswerValue)>, XdpError> {
+        self.maps[self.active]
+            .iter()
+            .map(|r| r.map_err(map_err("ANSWERS inner")))
+            .collect()
+    }
+
+    /// Runs the program once (or `repeat` times) on `frame` with BPF_PROG_TEST_RUN.
+    pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRun, XdpError> {
+        let prog: &Xdp = self
+            .ebpf
+            .program(PROGRAM)
+            .ok_or_else(|| XdpError::Unsupported(format!("no program {PROGRAM}")))?
+            .try_into()
+            .map_err(|e: ProgramError| XdpError::Unsupported(e.to_string()))?;
+        // Room for the reply: the program may grow the frame up to the page.
+        let mut out = vec![0u8; 4096];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat: repeat.max(1),
+                ..TestRunOptions::default()
+            })
+            .map_err(|e| XdpError::Unsupported(format!("BPF_PROG_TEST_RUN: {e:#}")))?;
+        out.truncate(r.data_size_out as usize);
+        Ok(TestRun {
+            action: r.return_value,
+            frame: out,
+            duration: r.duration,
+        })
+    }
+}
+
+impl Drop for FastPath {
+    fn drop(&mut self) {
+        let Some(prog) = self.ebpf.program_mut(PROGRAM) else {
+            return;
+        };
+        let Ok(prog): Result<&mut Xdp, _> = prog.try_into() else {
+            return;
+        };
+        for (iface, _, id) in self.attached.drain(..) {
+            if let Err(e) = prog.detach(id) {
+                tracing::warn!(%iface, error = %e, "detaching the XDP program failed");
+            }
+        }
+    }
+}
+
+fn missing(map: &'static str) -> XdpError {
+    XdpError::Map {
+        map,
+        reason: "not in the program object".into(),
+    }
+}

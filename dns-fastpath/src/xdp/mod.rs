@@ -1,0 +1,213 @@
+//! The XDP fast path from userspace: loading and attaching the program, writing its maps, reading its counters.
+//!
+//! # How the answer map is written without torn reads
+//! The program reads answers from `ANSWERS`, an `ARRAY_OF_MAPS` whose slot 0 points at
+//! one of two hash maps, A and B. Userspace keeps both holding the same entries and only
+//! ever writes the one *not* in slot 0: it applies a change to the inactive map, points
+//! slot 0 at it, then applies the same change to the other. Updating an array-of-maps
+//! slot returns only after an RCU grace period (the kernel's `maybe_wait_bpf_programs`),
+//! and every XDP run is an RCU read-side section, so when the swap returns no program
+//! run can still be reading the map about to be written. A program run therefore sees
+//! either the whole old or the whole new answer, never a half-written value, and never a
+//! hash element recycled under it (which in-place hash updates allow: aya-ebpf documents
+//! that entries can be reused by any later insert). A changed answer is visible after
+//! one grace period, typically a few milliseconds.
+
+pub mod entries;
+
+use std::net::{IpAddr, SocketAddr};
+
+use popnet_common::{COUNTERS, Counter};
+use serde::{Deserialize, Serialize};
+
+#[cfg(not(popnet_xdp))]
+use crate::answer::AnswerTable;
+#[cfg(not(popnet_xdp))]
+use crate::views::Views;
+
+/// Where the program runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// In the driver (falls back to nothing: an interface without native XDP errors).
+    Native,
+    /// Generic XDP in the kernel's receive path, for any interface.
+    Skb,
+}
+
+impl std::str::FromStr for XdpMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<XdpMode, String> {
+        match s {
+            "native" | "drv" | "driver" => Ok(XdpMode::Native),
+            "skb" | "generic" => Ok(XdpMode::Skb),
+            other => Err(format!(
+                "{other:?} is not an XDP mode; use \"native\" or \"skb\""
+            )),
+        }
+    }
+}
+
+/// Why the fast path is not running.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum XdpError {
+    #[error(
+        "this build of popnet has no XDP program (its eBPF toolchain was missing at build time); run .ci/install-ebpf-toolchain and rebuild"
+    )]
+    NotBuilt,
+    #[error(
+        "no privilege to load BPF programs ({0}); run as root or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON"
+    )]
+    Permission(String),
+    #[error("the kernel cannot run the XDP program: {0}")]
+    Unsupported(String),
+    #[error(
+        "interface {iface} already has an XDP program; remove it with `ip link set dev {iface} xdp off` (or `xdpgeneric off`) and start again"
+    )]
+    Busy { iface: String },
+    #[error("no network interface named {iface:?}; fix the XDP interface list")]
+    NoInterface { iface: String },
+    #[error("cannot attach to {iface} in {mode:?} mode: {reason}")]
+    Attach {
+        iface: String,
+        mode: XdpMode,
+        reason: String,
+    },
+    #[error("XDP map {map}: {reason}")]
+    Map { map: &'static str, reason: String },
+}
+
+impl XdpError {
+    /// True if the error is about this machine (privilege, kernel, build), not the
+    /// config: the server then answers from userspace only.
+    pub fn is_environment(&self) -> bool {
+        matches!(
+            self,
+            XdpError::NotBuilt | XdpError::Permission(_) | XdpError::Unsupported(_)
+        )
+    }
+}
+
+/// Counters summed over CPUs, and per CPU.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XdpCounters {
+    pub answered: u64,
+    /// Passed to userspace, per reason (every counter but `answered`).
+    pub passed: std::collections::BTreeMap<String, u64>,
+    pub passed_total: u64,
+    /// `[cpu][counter]`, counters in `popnet_common::Counter` order.
+    pub per_cpu: Vec<Vec<u64>>,
+    pub names: Vec<String>,
+}
+
+impl XdpCounters {
+    fn from_per_cpu(per_cpu: Vec<[u64; COUNTERS]>) -> XdpCounters {
+        let mut c = XdpCounters {
+            names: Counter::ALL.iter().map(|c| c.name().to_string()).collect(),
+            ..XdpCounters::default()
+        };
+        for cpu in &per_cpu {
+            for (i, n) in cpu.iter().enumerate() {
+                let which = Counter::ALL[i];
+                if which == Counter::Answered {
+                    c.answered += n;
+                } else {
+                    *c.passed.entry(which.name().to_string()).or_default() += n;
+                    c.passed_total += n;
+                }
+            }
+        }
+        c.per_cpu = per_cpu.iter().map(|a| a.to_vec()).collect();
+        c
+    }
+}
+
+/// What the program needs to know about the server it fronts.
+#[derive(Debug, Clone)]
+pub struct ProgramSettings {
+    /// The server's UDP listen addresses: the program answers only for these (a wildcard
+    /// address means every destination of that family).
+    pub listen: Vec<SocketAddr>,
+    /// Our EDNS payload size.
+    pub udp_payload: u16,
+}
+
+impl ProgramSettings {
+    /// The DNS port (the program answers one port: the first listen address's).
+    pub fn port(&self) -> u16 {
+        self.listen.first().map_or(53, |a| a.port())
+    }
+
+    fn any(&self, v6: bool) -> bool {
+        self.listen
+            .iter()
+            .any(|a| a.is_ipv6() == v6 && a.ip().is_unspecified())
+    }
+
+    fn addrs(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.listen
+            .iter()
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified())
+    }
+}
+
+#[cfg(popnet_xdp)]
+mod loaded;
+#[cfg(popnet_xdp)]
+pub use loaded::FastPath;
+
+/// Stand-in when the program was not built: every constructor reports [`XdpError::NotBuilt`].
+#[cfg(not(popnet_xdp))]
+pub struct FastPath(std::convert::Infallible);
+
+#[cfg(not(popnet_xdp))]
+impl FastPath {
+    pub fn load(
+        _settings: &ProgramSettings,
+        _views: &Views,
+        _table: &AnswerTable,
+    ) -> Result<FastPath, XdpError> {
+        Err(XdpError::NotBuilt)
+    }
+    pub fn attach(&mut self, _iface: &str, _mode: XdpMode) -> Result<(), XdpError> {
+        match self.0 {}
+    }
+    pub fn publish(&mut self, _table: &AnswerTable) -> Result<usize, XdpError> {
+        match self.0 {}
+    }
+    pub fn counters(&self) -> Result<XdpCounters, XdpError> {
+        match self.0 {}
+    }
+    pub fn entries(
+        &self,
+    ) -> Result<Vec<(popnet_common::AnswerKey, popnet_common::AnswerValue)>, XdpError> {
+        match self.0 {}
+    }
+    pub fn attached(&self) -> Vec<(String, XdpMode)> {
+        match self.0 {}
+    }
+    pub fn test_run(&self, _frame: &[u8], _repeat: u32) -> Result<TestRun, XdpError> {
+        match self.0 {}
+    }
+}
+
+/// The result of one BPF_PROG_TEST_RUN.
+#[derive(Debug, Clone)]
+pub struct TestRun {
+    /// XDP action: 1 drop, 2 pass, 3 tx.
+    pub action: u32,
+    /// The frame as the program left it.
+    pub frame: Vec<u8>,
+    /// Mean run time per repetition.
+    pub duration: std::time::Duration,
+}
+
+/// XDP action numbers.
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+
+/// True if this build carries the XDP program.
+pub const BUILT: bool = cfg!(popnet_xdp);
