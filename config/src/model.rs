@@ -228,6 +228,35 @@ pub struct DnsService {
     /// Bearer token required by the admin listener; none = open (loopback only).
     #[serde(default)]
     pub admin_token: Option<Secret>,
+    /// Interfaces the XDP fast path attaches to (answers hot queries in the driver);
+    /// empty = userspace only.
+    #[serde(default)]
+    pub xdp_interfaces: Vec<String>,
+    /// `native` (in the driver) or `skb` (generic, any interface).
+    #[serde(default)]
+    pub xdp_mode: XdpMode,
+}
+
+/// Where the XDP program runs.
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// In the network driver.
+    #[default]
+    Native,
+    /// Generic XDP in the kernel's receive path.
+    Skb,
+}
+
+impl std::str::FromStr for XdpMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<XdpMode, String> {
+        match s {
+            "native" => Ok(XdpMode::Native),
+            "skb" => Ok(XdpMode::Skb),
+            other => Err(format!("{other:?} is not an XDP mode; use \"native\" or \"skb\"")),
+        }
+    }
 }
 
 /// The HTTP cache of a POP.
@@ -241,6 +270,48 @@ pub struct CacheService {
     /// Check run against this cache; default: `probes.cache_check`.
     #[serde(default)]
     pub check: Option<Check>,
+    /// HTTP admin listener (purge, stats, object metadata), loopback recommended.
+    #[serde(default = "defaults::cache_admin")]
+    pub admin: SocketAddr,
+    /// Bearer token required by the admin listener; none = open (loopback only).
+    #[serde(default)]
+    pub admin_token: Option<Secret>,
+    /// Bytes of objects (bodies, stored heads and keys) the RAM tier holds.
+    #[serde(default = "defaults::cache_ram_bytes")]
+    pub ram_bytes: u64,
+    /// Larger responses are streamed to the client but not stored.
+    #[serde(default = "defaults::cache_max_object_bytes")]
+    pub max_object_bytes: u64,
+    /// Event loops (one io_uring and SO_REUSEPORT listener each); 0 = one per core.
+    #[serde(default)]
+    pub workers: usize,
+    /// Client connections open at once over all workers; more are answered 503 and closed.
+    #[serde(default = "defaults::cache_max_connections")]
+    pub max_connections: usize,
+    /// Largest request body accepted (forwarded to the origin); larger ones get 413.
+    #[serde(default = "defaults::cache_max_request_body")]
+    pub max_request_body: u64,
+    /// A request head must arrive whole within this time of its first byte (else 408).
+    #[serde(default = "defaults::cache_head_timeout", with = "duration")]
+    pub head_timeout: Duration,
+    /// Longest pause between two reads of a request body (else 408).
+    #[serde(default = "defaults::cache_body_timeout", with = "duration")]
+    pub body_timeout: Duration,
+    /// A keep-alive connection with no request is closed after this long.
+    #[serde(default = "defaults::cache_idle_timeout", with = "duration")]
+    pub idle_timeout: Duration,
+    /// A client that takes no bytes of a response for this long is disconnected.
+    #[serde(default = "defaults::cache_send_timeout", with = "duration")]
+    pub send_timeout: Duration,
+    /// Connecting to one origin address; on failure the next origin is tried.
+    #[serde(default = "defaults::cache_origin_connect_timeout", with = "duration")]
+    pub origin_connect_timeout: Duration,
+    /// Longest wait for an origin's response head, and between two reads of its body (else 504).
+    #[serde(default = "defaults::cache_origin_timeout", with = "duration")]
+    pub origin_timeout: Duration,
+    /// File that receives one JSON line per request; none = no access log.
+    #[serde(default)]
+    pub access_log: Option<std::path::PathBuf>,
 }
 
 /// The probe daemon of a POP.
@@ -417,5 +488,38 @@ mod defaults {
     }
     pub fn recovery() -> Duration {
         Duration::from_secs(2)
+    }
+    pub fn cache_admin() -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], 5381))
+    }
+    pub fn cache_ram_bytes() -> u64 {
+        256 << 20
+    }
+    pub fn cache_max_object_bytes() -> u64 {
+        32 << 20
+    }
+    pub fn cache_max_connections() -> usize {
+        10_000
+    }
+    pub fn cache_max_request_body() -> u64 {
+        1 << 20
+    }
+    pub fn cache_head_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn cache_body_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn cache_idle_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn cache_send_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn cache_origin_connect_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn cache_origin_timeout() -> Duration {
+        Duration::from_secs(15)
     }
 }

@@ -408,6 +408,25 @@ fn pops(p: &mut Problems, cfg: &Config) {
             for (j, a) in d.addresses.iter().enumerate() {
                 p.serving_address(&format!("{at}.dns.addresses[{j}]"), a);
             }
+            for (j, ifc) in d.xdp_interfaces.iter().enumerate() {
+                if ifc.is_empty() || ifc.len() > 15 || ifc.contains(['/', ' ', '\t']) || ifc == "." || ifc == ".." {
+                    p.add(
+                        format!("{at}.dns.xdp_interfaces[{j}]"),
+                        format!("{ifc:?} is not a network interface name"),
+                        "write the name `ip link` shows, e.g. \"eth0\" (at most 15 characters)",
+                    );
+                }
+            }
+            if !d.xdp_interfaces.is_empty() {
+                let ports: std::collections::BTreeSet<u16> = d.listen.iter().map(|a| a.port()).collect();
+                if ports.len() > 1 {
+                    p.add(
+                        format!("{at}.dns.listen"),
+                        "the XDP fast path answers one port, but the listen addresses use several",
+                        "listen on one port, or leave xdp_interfaces empty",
+                    );
+                }
+            }
         }
         if let Some(c) = &pop.cache {
             if c.addresses.is_empty() {
@@ -429,6 +448,70 @@ fn pops(p: &mut Problems, cfg: &Config) {
             }
             if let Some(chk) = &c.check {
                 check(p, &format!("{at}.cache.check"), chk);
+            }
+            if !c.admin.ip().is_loopback() && c.admin_token.is_none() {
+                p.add(
+                    format!("{at}.cache.admin_token"),
+                    format!("the cache admin listener {} is not on loopback and has no token, so anyone reaching it could purge", c.admin),
+                    "set admin_token (e.g. `openssl rand -hex 32`) or listen on 127.0.0.1",
+                );
+            }
+            if c.ram_bytes < 1 << 20 {
+                p.add(
+                    format!("{at}.cache.ram_bytes"),
+                    format!("{} bytes is less than 1 MiB", c.ram_bytes),
+                    "give the RAM tier at least 1048576 bytes, e.g. 268435456 (256 MiB)",
+                );
+            }
+            if c.max_object_bytes == 0 || c.max_object_bytes > c.ram_bytes {
+                p.add(
+                    format!("{at}.cache.max_object_bytes"),
+                    format!(
+                        "{} must be positive and at most ram_bytes ({})",
+                        c.max_object_bytes, c.ram_bytes
+                    ),
+                    "use a fraction of ram_bytes, e.g. ram_bytes / 8",
+                );
+            }
+            if c.max_connections == 0 {
+                p.add(
+                    format!("{at}.cache.max_connections"),
+                    "0 would refuse every client",
+                    "use a positive number such as 10000",
+                );
+            }
+            if c.workers > 1024 {
+                p.add(
+                    format!("{at}.cache.workers"),
+                    format!("{} workers is too many", c.workers),
+                    "use 0 (one per core) or the number of cores",
+                );
+            }
+            for (field, d) in [
+                ("head_timeout", c.head_timeout),
+                ("body_timeout", c.body_timeout),
+                ("idle_timeout", c.idle_timeout),
+                ("send_timeout", c.send_timeout),
+                ("origin_connect_timeout", c.origin_connect_timeout),
+                ("origin_timeout", c.origin_timeout),
+            ] {
+                if d < Duration::from_millis(100) {
+                    p.add(
+                        format!("{at}.cache.{field}"),
+                        "shorter than 100ms",
+                        "use at least \"100ms\"; a few seconds is usual",
+                    );
+                }
+            }
+            if c.access_log
+                .as_ref()
+                .is_some_and(|l| l.as_os_str().is_empty())
+            {
+                p.add(
+                    format!("{at}.cache.access_log"),
+                    "the access log path is empty",
+                    "write a file path, or leave access_log out for no log",
+                );
             }
         }
         if let Some(l) = &pop.log_server

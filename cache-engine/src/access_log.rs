@@ -1,0 +1,77 @@
+//! The access log: one JSON line per request, written to a local file (the log-server issue ships it).
+//!
+//! Each worker formats its records into its own buffer and hands full buffers (or, at
+//! least every 250 ms, partial ones) to the sink, so the request path never writes to
+//! a file itself and the sink's lock is taken once per batch, not per request.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::stats::CacheStatus;
+
+/// One request, as logged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record<'a> {
+    /// Unix time in milliseconds when the response was complete.
+    pub ts_ms: u64,
+    pub pop: &'a str,
+    /// The customer, or "-" when the host maps to none.
+    pub customer: &'a str,
+    pub client: SocketAddr,
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    /// Bytes sent to the client (head and body).
+    pub bytes: u64,
+    pub cache: CacheStatus,
+    /// The origin that answered, when one was asked.
+    pub origin: Option<&'a str>,
+    /// From the complete request head to the response head being queued.
+    pub ttfb_us: u64,
+    /// From the complete request head to the last byte being queued.
+    pub total_us: u64,
+    /// Time to the origin's response head, when this request waited for one.
+    pub origin_us: Option<u64>,
+}
+
+/// The shared sink.
+pub struct AccessLog {
+    file: Mutex<File>,
+}
+
+/// A worker's pending records flush at this size.
+pub const FLUSH_AT: usize = 32 * 1024;
+
+impl AccessLog {
+    pub fn open(path: &Path) -> io::Result<AccessLog> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(AccessLog {
+            file: Mutex::new(file),
+        })
+    }
+
+    /// Appends one record to a worker's buffer.
+    pub fn format(buf: &mut Vec<u8>, r: &Record<'_>) {
+        if serde_json::to_writer(&mut *buf, r).is_ok() {
+            buf.push(b'\n');
+        }
+    }
+
+    /// Writes a worker's buffer out (whole lines only) and clears it.
+    pub fn flush(&self, buf: &mut Vec<u8>) {
+        if buf.is_empty() {
+            return;
+        }
+        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = f.write_all(buf) {
+            tracing::warn!(error = %e, "access log write failed");
+        }
+        buf.clear();
+    }
+}
