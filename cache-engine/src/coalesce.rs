@@ -209,6 +209,10 @@ impl Fetch {
     /// received so far), or registers `waker` for more.
     pub fn poll_body(&self, id: u64, offset: u64, waker: &WakeRef) -> BodyPoll {
         let mut g = self.lock();
+        if offset < g.base {
+            // Joined after the front of an unkept body was dropped: it cannot be served.
+            return BodyPoll::Failed(FetchError::Aborted);
+        }
         if offset < g.received {
             let mut out = Vec::new();
             let mut at = g.base;

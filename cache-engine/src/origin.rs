@@ -564,13 +564,13 @@ fn attempt(ctx: &FetchContext, job: &FetchJob, c: &Candidate, reuse: bool) -> Re
         ttfb,
     });
     if !store_it {
-        fetch.stop_keeping();
         if !fetch.pass {
             ctx.misses.release(&fetch.key, fetch);
             if policy.is_err() || too_big {
                 ctx.misses.pass_for(&fetch.key, PASS_FOR);
             }
         }
+        fetch.stop_keeping();
     }
 
     // The body.
@@ -594,9 +594,8 @@ fn attempt(ctx: &FetchContext, job: &FetchJob, c: &Candidate, reuse: bool) -> Re
         if *kept && *total > ctx.max_object {
             // Larger than we store: keep streaming it, stop keeping it.
             *kept = false;
-            fetch.stop_keeping();
-            ctx.misses.release(&fetch.key, fetch);
             ctx.misses.pass_for(&fetch.key, PASS_FOR);
+            fetch.stop_keeping();
         }
         if fetch.push(data, ctx.timeout) {
             Ok(())

@@ -1067,7 +1067,8 @@ impl Worker {
             Some(o) if o.head.stale_while_revalidate_ok(now) => {
                 self.serve_object(slot, &o, CacheStatus::Stale, facts, &route.customer);
                 let info = ReqInfo::from_request(req, host, facts.started);
-                self.background_revalidate(o, &info, route, primary);
+                let peer = self.conn_peer(slot);
+                self.background_revalidate(o, &info, route, primary, peer);
                 return;
             }
             Some(o) => (o.head.has_validator().then(|| o.clone()), Some(o)),
@@ -1088,12 +1089,13 @@ impl Worker {
         info: &ReqInfo,
         route: &Arc<Route>,
         primary: CacheKey,
+        client: SocketAddr,
     ) {
         if let Acquired::Lead(fetch) = self.shared.misses.acquire(&o.key) {
             let job = FetchJob {
                 fetch,
                 route: route.clone(),
-                req: info.origin_request(true, SocketAddr::from(([127, 0, 0, 1], 0))),
+                req: info.origin_request(true, client),
                 primary,
                 revalidate: o.head.has_validator().then_some(o),
                 authorized: info.authorized,

@@ -168,8 +168,7 @@ fn bad_cache_settings_are_named_with_their_place_and_fix() {
         )
         .replace("admin = \"127.0.0.1:5381\"", "admin = \"0.0.0.0:5381\"");
     let e = Config::from_toml(&text, "demo")
-        .err()
-        .expect("invalid")
+        .expect_err("invalid")
         .to_string();
     for want in [
         "pops[0].cache.ram_bytes",
