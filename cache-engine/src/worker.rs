@@ -563,6 +563,11 @@ impl Worker {
         let c = self.conn(slot);
         c.recv_busy = false;
         c.rbuf = buf;
+        if c.dead {
+            // Shut down while this receive was in flight: free it now if nothing else is.
+            self.kill(slot);
+            return;
+        }
         match result {
             Ok(0) => c.read_closed = true,
             Ok(_) => {
@@ -594,6 +599,10 @@ impl Worker {
         let now = self.now;
         let c = self.conn(slot);
         c.send_busy = false;
+        if c.dead {
+            self.kill(slot);
+            return;
+        }
         match result {
             Ok(mut n) => {
                 c.out_bytes -= n.min(c.out_bytes);

@@ -292,8 +292,15 @@ fn a_client_that_stops_reading_is_disconnected() {
         data.len() < (16 << 20),
         "the server gave up on the slow reader"
     );
-    // The cache itself is fine.
+    // The cache itself is fine, and the connection's slot was freed.
     assert_eq!(c.get("/obj/1k").body, body_of_path("/obj/1k"));
+    drop(s);
+    assert!(
+        eventually(Duration::from_secs(5), || c.stats()["connections"]["open"]
+            == 0),
+        "{}",
+        c.stats()
+    );
 }
 
 #[test]
@@ -317,6 +324,10 @@ fn connections_beyond_the_maximum_get_503() {
     drop(held);
     assert!(eventually(Duration::from_secs(5), || c.get("/ok").status == 200));
     assert_eq!(c.stats()["connections"]["refused"], 1);
+    assert!(eventually(
+        Duration::from_secs(5),
+        || c.stats()["connections"]["open"] == 0
+    ));
 }
 
 #[test]
