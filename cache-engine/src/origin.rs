@@ -604,6 +604,7 @@ fn attempt(ctx: &FetchContext, job: &FetchJob, c: &Candidate, reuse: bool) -> Re
         }
     };
     let mut chunk = vec![0u8; 64 * 1024];
+    let mut last = Bytes::new();
     if no_body {
         reusable &= rest.is_empty();
     } else if te_chunked {
@@ -629,17 +630,23 @@ fn attempt(ctx: &FetchContext, job: &FetchJob, c: &Candidate, reuse: bool) -> Re
         if rest.len() as u64 > len {
             return Err(Failure::Broken("more bytes than Content-Length".into()));
         }
-        deliver(rest, &mut total, &mut kept)?;
-        while total < len {
-            let want = ((len - total) as usize).min(chunk.len());
+        // The last piece is handed over only after the connection is back in the pool,
+        // so a client that asks again right away finds it there.
+        let mut got = rest.len() as u64;
+        let mut pending = rest;
+        while got < len {
+            deliver(std::mem::take(&mut pending), &mut total, &mut kept)?;
+            let want = ((len - got) as usize).min(chunk.len());
             let n = s.read(&mut chunk[..want]).map_err(io_failure)?;
             if n == 0 {
                 return Err(Failure::Broken(format!(
-                    "closed after {total} of {len} bytes"
+                    "closed after {got} of {len} bytes"
                 )));
             }
-            deliver(Bytes::copy_from_slice(&chunk[..n]), &mut total, &mut kept)?;
+            got += n as u64;
+            pending = Bytes::copy_from_slice(&chunk[..n]);
         }
+        last = pending;
     } else {
         // Delimited by the origin closing the connection.
         reusable = false;
@@ -653,6 +660,10 @@ fn attempt(ctx: &FetchContext, job: &FetchJob, c: &Candidate, reuse: bool) -> Re
         }
     }
 
+    if reusable {
+        ctx.put_back(c.addr, s);
+    }
+    deliver(last, &mut total, &mut kept)?;
     if kept && let Some(body) = fetch.body() {
         let key = variant.unwrap_or_else(|| job.primary.clone());
         if !ctx
@@ -671,9 +682,6 @@ fn attempt(ctx: &FetchContext, job: &FetchJob, c: &Candidate, reuse: bool) -> Re
                 ctx.counters.stored.fetch_add(1, Ordering::Relaxed);
             }
         }
-    }
-    if reusable {
-        ctx.put_back(c.addr, s);
     }
     Ok(())
 }

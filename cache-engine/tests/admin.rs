@@ -55,13 +55,14 @@ fn a_purge_during_a_fetch_keeps_the_old_response_out() {
                 format!("body {}", r.path),
                 &[("Cache-Control", "max-age=300")],
             )
-            .delay(Duration::from_millis(800))
+            .delay(Duration::from_millis(1500))
         },
         "",
     );
     let addr = c.addr;
     let t = std::thread::spawn(move || curl(addr, HOST, "/slow", &[]));
-    std::thread::sleep(Duration::from_millis(300));
+    // Purge while the origin is answering.
+    assert!(eventually(Duration::from_secs(10), || o.count("/slow") == 1));
     let (s, _) = c.purge(r#"{"url":"http://cdn.acme.example/slow"}"#, None);
     assert_eq!(s, 200);
     assert_eq!(t.join().unwrap().status, 200);
