@@ -254,7 +254,9 @@ impl std::str::FromStr for XdpMode {
         match s {
             "native" => Ok(XdpMode::Native),
             "skb" => Ok(XdpMode::Skb),
-            other => Err(format!("{other:?} is not an XDP mode; use \"native\" or \"skb\"")),
+            other => Err(format!(
+                "{other:?} is not an XDP mode; use \"native\" or \"skb\""
+            )),
         }
     }
 }

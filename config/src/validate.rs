@@ -409,7 +409,12 @@ fn pops(p: &mut Problems, cfg: &Config) {
                 p.serving_address(&format!("{at}.dns.addresses[{j}]"), a);
             }
             for (j, ifc) in d.xdp_interfaces.iter().enumerate() {
-                if ifc.is_empty() || ifc.len() > 15 || ifc.contains(['/', ' ', '\t']) || ifc == "." || ifc == ".." {
+                if ifc.is_empty()
+                    || ifc.len() > 15
+                    || ifc.contains(['/', ' ', '\t'])
+                    || ifc == "."
+                    || ifc == ".."
+                {
                     p.add(
                         format!("{at}.dns.xdp_interfaces[{j}]"),
                         format!("{ifc:?} is not a network interface name"),
@@ -418,7 +423,8 @@ fn pops(p: &mut Problems, cfg: &Config) {
                 }
             }
             if !d.xdp_interfaces.is_empty() {
-                let ports: std::collections::BTreeSet<u16> = d.listen.iter().map(|a| a.port()).collect();
+                let ports: std::collections::BTreeSet<u16> =
+                    d.listen.iter().map(|a| a.port()).collect();
                 if ports.len() > 1 {
                     p.add(
                         format!("{at}.dns.listen"),

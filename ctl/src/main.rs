@@ -66,10 +66,33 @@ enum ConfigCmd {
 
 #[derive(Subcommand)]
 enum DnsCmd {
-    /// Query, rcode and report counters.
+    /// Query, rcode, report and XDP counters.
     Stats,
     /// The answer chosen for every balanced domain, view and address family, with the ranking.
     Selections,
+    /// The XDP answer map, read back from the kernel.
+    #[command(subcommand)]
+    Map(MapCmd),
+}
+
+#[derive(Subcommand)]
+enum MapCmd {
+    /// Every entry (optionally filtered).
+    List {
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long = "type")]
+        qtype: Option<String>,
+        #[arg(long)]
+        view: Option<String>,
+    },
+    /// The entries for one name and type (in one view, with `*` entries that hold in all).
+    Get {
+        name: String,
+        #[arg(value_name = "TYPE")]
+        qtype: String,
+        view: Option<String>,
+    },
 }
 
 /// An error already printed.
@@ -109,6 +132,60 @@ fn fetch(t: &Target, path: &str) -> Result<Value> {
     let (addr, token) = dns_admin(t)?;
     let body = http::get(addr, path, token.as_deref())?;
     serde_json::from_slice(&body).with_context(|| format!("{addr}{path} did not return JSON"))
+}
+
+/// The XDP part of `dns stats`.
+fn print_xdp(x: &Value) {
+    match x["state"].as_str() {
+        Some("attached") => {
+            let ifaces: Vec<String> = items(&x["interfaces"]).iter().map(text).collect();
+            let c = &x["counters"];
+            let passed: Vec<String> = c["passed"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter(|(_, n)| n.as_u64() != Some(0))
+                        .map(|(k, n)| format!("{k} {n}"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            println!(
+                "xdp      attached to {} ({}) · answered {} · passed {}{}",
+                ifaces.join(", "),
+                text(&x["mode"]),
+                num(c, &["answered"]),
+                num(c, &["passed_total"]),
+                if passed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", passed.join(", "))
+                }
+            );
+            for (cpu, row) in items(&c["per_cpu"]).iter().enumerate() {
+                let vals: Vec<u64> = items(row).iter().filter_map(Value::as_u64).collect();
+                let answered = vals.first().copied().unwrap_or(0);
+                let passed: u64 = vals.iter().skip(1).sum();
+                println!("         cpu{cpu}: answered {answered} · passed {passed}");
+            }
+            let w = &x["writer"];
+            println!(
+                "         map: generation {} · {} entries ({} too large, answered in userspace) · last write {} µs{}",
+                num(w, &["generation"]),
+                num(w, &["entries"]),
+                num(w, &["skipped"]),
+                num(w, &["last_publish_us"]),
+                match &w["last_error"] {
+                    Value::String(e) => format!(" · last error: {e}"),
+                    _ => String::new(),
+                }
+            );
+        }
+        Some("unavailable") => println!(
+            "xdp      unavailable: {} (answering from userspace only)",
+            text(&x["reason"])
+        ),
+        _ => println!("xdp      off (no interface configured)"),
+    }
 }
 
 /// The elements of a JSON array (none if it is not one).
@@ -248,6 +325,59 @@ fn run(cli: Cli) -> Result<()> {
                 r("unknown_view"),
                 r("stale_entries")
             );
+            print_xdp(&v["xdp"]);
+        }
+        Cmd::Dns(DnsCmd::Map(cmd)) => {
+            let (name, qtype, view) = match &cmd {
+                MapCmd::List { name, qtype, view } => (name.clone(), qtype.clone(), view.clone()),
+                MapCmd::Get { name, qtype, view } => {
+                    (Some(name.clone()), Some(qtype.clone()), view.clone())
+                }
+            };
+            let mut query = Vec::new();
+            for (k, v) in [("name", name), ("type", qtype), ("view", view)] {
+                if let Some(v) = v {
+                    if !v
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._*".contains(&b))
+                    {
+                        return Err(anyhow!("{k} {v:?} has characters a DNS {k} cannot have"));
+                    }
+                    query.push(format!("{k}={v}"));
+                }
+            }
+            let path = if query.is_empty() {
+                "/xdp/map".to_string()
+            } else {
+                format!("/xdp/map?{}", query.join("&"))
+            };
+            let v = fetch(&cli.target, &path)?;
+            if cli.json {
+                return print_json(&v);
+            }
+            let entries = items(&v);
+            if entries.is_empty() && matches!(cmd, MapCmd::Get { .. }) {
+                return Err(anyhow!(
+                    "no XDP map entry for that name and type (userspace answers it)"
+                ));
+            }
+            let rows: Vec<Vec<String>> = entries
+                .iter()
+                .map(|e| {
+                    let records: Vec<String> = ["answer", "authority", "additional"]
+                        .iter()
+                        .flat_map(|sec| items(&e[*sec]).iter().map(text).collect::<Vec<_>>())
+                        .collect();
+                    vec![
+                        text(&e["name"]),
+                        text(&e["qtype"]),
+                        text(&e["view"]),
+                        text(&e["rcode"]),
+                        records.join(" | "),
+                    ]
+                })
+                .collect();
+            table(&["NAME", "TYPE", "VIEW", "RCODE", "RECORDS"], &rows);
         }
         Cmd::Dns(DnsCmd::Selections) => {
             let v = fetch(&cli.target, "/selections")?;

@@ -6,6 +6,7 @@
 //! | `/stats`      | query counters, report counters, answer-table generation |
 //! | `/selections` | per domain, view and family: the answer and its ranking  |
 //! | `/servers`    | per server: tier, health, load, loss, latency, ages      |
+//! | `/xdp/map`    | the XDP answer map read back from the kernel; `?name=&type=&view=` filter |
 //!
 //! One request per connection, bounded head size, short timeouts. With a token in the
 //! config every request needs `Authorization: Bearer <token hex>`.
@@ -23,6 +24,8 @@ use crate::control::ControlState;
 use crate::metrics::{ReportCounters, ReportCountersSnapshot};
 use crate::server::Shared;
 use crate::stats::QueryStats;
+use crate::xdp::entries::{EntryView, describe};
+use crate::xdp::{WriterStats, XdpCounters, XdpState};
 
 const MAX_HEAD: usize = 8192;
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
@@ -35,6 +38,18 @@ pub struct StatsReply {
     pub queries: QueryStats,
     pub reports: ReportCountersSnapshot,
     pub answer_table: TableInfo,
+    pub xdp: XdpReport,
+}
+
+/// The XDP fast path in `/stats`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct XdpReport {
+    #[serde(flatten)]
+    pub state: XdpState,
+    /// The program's counters (when attached).
+    pub counters: Option<XdpCounters>,
+    /// The answer-map writer (when attached).
+    pub writer: Option<WriterStats>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -133,7 +148,7 @@ fn handle(mut s: TcpStream, ctx: &AdminContext) -> io::Result<()> {
     if method != "GET" {
         return reply(&mut s, 405, "text/plain", b"only GET is supported\n");
     }
-    let path = path.split('?').next().unwrap_or("/");
+    let (path, query) = path.split_once('?').unwrap_or((&path, ""));
     let body = match path {
         "/health" => return reply(&mut s, 200, "text/plain", b"ok\n"),
         "/stats" => {
@@ -148,8 +163,13 @@ fn handle(mut s: TcpStream, ctx: &AdminContext) -> io::Result<()> {
                     generation: table.generation,
                     entries: table.len(),
                 },
+                xdp: xdp_report(ctx),
             })
         }
+        "/xdp/map" => match xdp_map(ctx, query) {
+            Ok(entries) => json(&entries),
+            Err(msg) => return reply(&mut s, 404, "text/plain", format!("{msg}\n").as_bytes()),
+        },
         "/selections" => json(
             &ctx.control
                 .lock()
@@ -172,6 +192,59 @@ fn handle(mut s: TcpStream, ctx: &AdminContext) -> io::Result<()> {
         }
     };
     reply(&mut s, 200, "application/json", &body)
+}
+
+fn xdp_report(ctx: &AdminContext) -> XdpReport {
+    let state = ctx
+        .shared
+        .xdp_state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let rt = ctx.shared.xdp.get();
+    XdpReport {
+        state,
+        counters: rt.and_then(|r| match r.counters() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading XDP counters failed");
+                None
+            }
+        }),
+        writer: rt.map(|r| r.writer_stats()),
+    }
+}
+
+/// Value of `key` in a query string (no percent-decoding: names and types need none).
+fn param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// The XDP map's entries, filtered by `name`, `type` and `view`.
+fn xdp_map(ctx: &AdminContext, query: &str) -> Result<Vec<EntryView>, String> {
+    let rt = ctx
+        .shared
+        .xdp
+        .get()
+        .ok_or("the XDP fast path is not attached on this server")?;
+    let entries = rt.entries().map_err(|e| e.to_string())?;
+    let table = ctx.shared.table.load();
+    let views = &table.catalog.views;
+    let want_name =
+        param(query, "name").map(|n| n.trim_end_matches('.').to_ascii_lowercase() + ".");
+    let want_type = param(query, "type").map(str::to_ascii_uppercase);
+    let want_view = param(query, "view");
+    let mut out: Vec<EntryView> = entries
+        .iter()
+        .filter_map(|(k, v)| describe(k, v, |id| views.name(id).to_string()))
+        .filter(|e| want_name.as_ref().is_none_or(|n| &e.name == n))
+        .filter(|e| want_type.as_ref().is_none_or(|t| &e.qtype == t))
+        .filter(|e| want_view.is_none_or(|v| e.view == v || e.view == "*"))
+        .collect();
+    out.sort_by(|a, b| (&a.name, &a.qtype, &a.view).cmp(&(&b.name, &b.qtype, &b.view)));
+    Ok(out)
 }
 
 fn json<T: Serialize>(v: &T) -> Vec<u8> {

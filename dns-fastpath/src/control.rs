@@ -216,7 +216,11 @@ pub fn start(
                             entries = t.len(),
                             "answer table published"
                         );
-                        shared.table.store(Arc::new(t));
+                        let t = Arc::new(t);
+                        shared.table.store(t.clone());
+                        if let Some(x) = shared.xdp.get() {
+                            x.offer(t);
+                        }
                     }
                 }
             }

@@ -20,5 +20,5 @@ pub mod udp;
 pub mod views;
 pub mod xdp;
 
-pub use admin::StatsReply;
+pub use admin::{StatsReply, XdpReport};
 pub use server::{DnsOptions, DnsServer, StartError};

@@ -3,7 +3,7 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -15,6 +15,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::control::{self, ControlState};
 use crate::metrics::MetricsTable;
 use crate::stats::Counters;
+use crate::xdp::{self, FastPath, ProgramSettings, XdpError, XdpMode, XdpState};
 use crate::{admin, tcp, udp};
 
 /// What the query workers share.
@@ -26,6 +27,10 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// Counters of every worker, for the admin listener.
     pub counters: Mutex<Vec<Arc<Counters>>>,
+    /// The XDP fast path, once attached.
+    pub xdp: OnceLock<Arc<xdp::Runtime>>,
+    /// What the fast path is doing (off, unavailable and why, attached).
+    pub xdp_state: Mutex<XdpState>,
 }
 
 impl Shared {
@@ -60,18 +65,19 @@ pub(crate) fn transient(e: &io::Error) -> bool {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
-    #[error("cannot listen on {addr} ({proto}): {source}; {hint}")]
+    #[error("cannot listen on {addr} ({proto}): {error}; {hint}")]
     Bind {
         addr: SocketAddr,
         proto: &'static str,
-        #[source]
-        source: io::Error,
+        error: io::Error,
         hint: &'static str,
     },
     #[error("{0}")]
     Pop(String),
     #[error("config cannot be served: {0}")]
     Catalog(#[from] CatalogError),
+    #[error("XDP fast path: {0}")]
+    Xdp(#[from] XdpError),
 }
 
 impl StartError {
@@ -89,7 +95,7 @@ impl StartError {
         StartError::Bind {
             addr,
             proto,
-            source,
+            error: source,
             hint,
         }
     }
@@ -105,6 +111,10 @@ pub struct DnsOptions {
     pub admin: Option<SocketAddr>,
     /// UDP sockets per listen address; default `dns.workers`, 0 = one per core.
     pub workers: Option<usize>,
+    /// Interfaces for the XDP fast path instead of the config's `xdp_interfaces`.
+    pub xdp: Option<Vec<String>>,
+    /// XDP mode instead of the config's `xdp_mode`.
+    pub xdp_mode: Option<XdpMode>,
 }
 
 /// A running DNS role.
@@ -158,6 +168,8 @@ impl DnsServer {
             udp_payload: cfg.dns.udp_payload,
             stop: AtomicBool::new(false),
             counters: Mutex::new(Vec::new()),
+            xdp: OnceLock::new(),
+            xdp_state: Mutex::new(XdpState::Off),
         });
 
         // Bind everything before starting anything, so a bad address fails cleanly.
@@ -196,6 +208,20 @@ impl DnsServer {
             )?;
             server.threads.push(t);
             server.tcp = tcp_bound;
+            let ifaces = opts
+                .xdp
+                .clone()
+                .unwrap_or_else(|| svc.xdp_interfaces.clone());
+            let mode = opts.xdp_mode.unwrap_or(svc.xdp_mode);
+            if !ifaces.is_empty() {
+                let settings = ProgramSettings {
+                    listen: server.udp.clone(),
+                    udp_payload: cfg.dns.udp_payload,
+                };
+                if let Some(t) = start_xdp(&shared, &settings, &ifaces, mode)? {
+                    server.threads.push(t);
+                }
+            }
             server.threads.push(
                 control::start(report_sock, control.clone(), shared.clone())
                     .map_err(|e| StartError::bind(reports, "udp", e))?,
@@ -238,8 +264,51 @@ impl DnsServer {
     /// Stops every thread and waits for them (within about 250 ms).
     pub fn stop(mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(x) = self.shared.xdp.get() {
+            x.shutdown();
+        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+/// Loads and attaches the XDP fast path. Returns its writer thread, or nothing when this
+/// machine cannot run it (the server then answers from userspace and says so once).
+fn start_xdp(
+    shared: &Arc<Shared>,
+    settings: &ProgramSettings,
+    ifaces: &[String],
+    mode: XdpMode,
+) -> Result<Option<JoinHandle<()>>, StartError> {
+    let table = shared.table.load_full();
+    let attempt = FastPath::load(settings, &table.catalog.views, &table).and_then(|mut fp| {
+        for i in ifaces {
+            fp.attach(i, mode)?;
+        }
+        Ok(fp)
+    });
+    let state = |s: XdpState| *shared.xdp_state.lock().unwrap_or_else(|p| p.into_inner()) = s;
+    match attempt {
+        Ok(fp) => {
+            let (rt, thread) = xdp::Runtime::start(fp)
+                .map_err(|e| StartError::Xdp(XdpError::Unsupported(e.to_string())))?;
+            rt.offer(table);
+            let _ = shared.xdp.set(rt);
+            tracing::info!(interfaces = %ifaces.join(","), ?mode, "XDP fast path attached");
+            state(XdpState::Attached {
+                interfaces: ifaces.to_vec(),
+                mode,
+            });
+            Ok(Some(thread))
+        }
+        Err(e) if e.is_environment() => {
+            tracing::warn!("XDP fast path unavailable, answering from userspace only: {e}");
+            state(XdpState::Unavailable {
+                reason: e.to_string(),
+            });
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
     }
 }

@@ -301,8 +301,10 @@ fn everything_unusual_is_passed_unchanged() {
         ),
         "ECS",
     );
-    let mut v1 = Edns::default();
-    v1.version = 1;
+    let v1 = Edns {
+        version: 1,
+        ..Edns::default()
+    };
     pass(
         Datagram::query(
             src,

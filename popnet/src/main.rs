@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use dns_fastpath::{DnsOptions, DnsServer};
-use popnet_config::{Config, ConfigError};
+use popnet_config::{Config, ConfigError, XdpMode};
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +29,16 @@ enum Role {
     Up(UpArgs),
     /// Run the authoritative DNS server and its selector.
     Dns(DnsArgs),
+    /// Attach a pass-everything XDP program to IFACE until stopped. Run it on the peer of a
+    /// veth whose other end has the DNS fast path: native XDP on a veth delivers XDP_TX
+    /// replies only to a peer that runs XDP too.
+    XdpPass {
+        #[arg(value_name = "IFACE")]
+        iface: String,
+        /// `native` or `skb`.
+        #[arg(long, default_value = "native", value_name = "MODE")]
+        xdp_mode: XdpMode,
+    },
 }
 
 #[derive(Args)]
@@ -63,6 +73,16 @@ struct DnsArgs {
     /// UDP sockets (threads) per listen address; 0 = one per core.
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+    /// Answer hot queries in the driver with XDP on this interface (repeatable), instead
+    /// of the config's `xdp_interfaces`.
+    #[arg(long = "xdp", value_name = "IFACE")]
+    xdp: Vec<String>,
+    /// XDP mode: `native` (default) or `skb` (generic, any interface).
+    #[arg(long, value_name = "MODE")]
+    xdp_mode: Option<XdpMode>,
+    /// Do not attach XDP even if the config lists interfaces.
+    #[arg(long, conflicts_with = "xdp")]
+    no_xdp: bool,
 }
 
 /// A failure that has already been explained to the user.
@@ -98,6 +118,12 @@ fn dns_options(a: &DnsArgs) -> DnsOptions {
         reports: a.reports,
         admin: a.admin,
         workers: a.workers,
+        xdp: if a.no_xdp {
+            Some(Vec::new())
+        } else {
+            (!a.xdp.is_empty()).then(|| a.xdp.clone())
+        },
+        xdp_mode: a.xdp_mode,
     }
 }
 
@@ -130,6 +156,14 @@ fn run(cli: Cli) -> Result<()> {
             let sig = wait_for_signal()?;
             tracing::info!(signal = sig, "stopping");
             dns.stop();
+        }
+        Role::XdpPass { iface, xdp_mode } => {
+            let prog = dns_fastpath::xdp::PassProgram::attach(&iface, xdp_mode)
+                .with_context(|| format!("cannot attach the pass program to {iface}"))?;
+            tracing::info!(%iface, ?xdp_mode, "pass-everything XDP program attached; stop with Ctrl-C");
+            let sig = wait_for_signal()?;
+            tracing::info!(signal = sig, "detaching");
+            drop(prog);
         }
         Role::Up(a) => {
             let demo = a.cfg.config.is_none();

@@ -205,29 +205,9 @@ impl FastPath {
             .ok_or_else(|| XdpError::Unsupported(format!("no program {PROGRAM}")))?
             .try_into()
             .map_err(|e: ProgramError| XdpError::Unsupported(e.to_string()))?;
-        let flags = match mode {
-            XdpMode::Native => aya::programs::XdpMode::Driver,
-            XdpMode::Skb => aya::programs::XdpMode::Skb,
-        };
-        let id = prog.attach(iface, flags).map_err(|e| {
-            let text = format!("{e:#}");
-            match &e {
-                ProgramError::UnknownInterface { .. } => XdpError::NoInterface {
-                    iface: iface.to_string(),
-                },
-                _ if text.contains("Device or resource busy") || text.contains("EBUSY") => {
-                    XdpError::Busy {
-                        iface: iface.to_string(),
-                    }
-                }
-                _ if text.contains("Operation not permitted") => XdpError::Permission(text),
-                _ => XdpError::Attach {
-                    iface: iface.to_string(),
-                    mode,
-                    reason: text,
-                },
-            }
-        })?;
+        let id = prog
+            .attach(iface, aya_mode(mode))
+            .map_err(|e| attach_err(iface, mode, e))?;
         self.attached.push((iface.to_string(), mode, id));
         Ok(())
     }
@@ -313,5 +293,66 @@ fn missing(map: &'static str) -> XdpError {
     XdpError::Map {
         map,
         reason: "not in the program object".into(),
+    }
+}
+
+/// The pass-everything program attached to one interface, detached on drop.
+pub struct PassProgram {
+    ebpf: Ebpf,
+    link: Option<aya::programs::xdp::XdpLinkId>,
+}
+
+impl PassProgram {
+    pub fn attach(iface: &str, mode: XdpMode) -> Result<PassProgram, XdpError> {
+        let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(load_err)?;
+        let prog: &mut Xdp = ebpf
+            .program_mut("popnet_pass")
+            .ok_or_else(|| XdpError::Unsupported("no program popnet_pass in the object".into()))?
+            .try_into()
+            .map_err(|e: ProgramError| XdpError::Unsupported(e.to_string()))?;
+        prog.load()
+            .map_err(|e| XdpError::Unsupported(format!("{e:#}")))?;
+        let id = prog
+            .attach(iface, aya_mode(mode))
+            .map_err(|e| attach_err(iface, mode, e))?;
+        Ok(PassProgram {
+            ebpf,
+            link: Some(id),
+        })
+    }
+}
+
+impl Drop for PassProgram {
+    fn drop(&mut self) {
+        if let (Some(id), Some(p)) = (self.link.take(), self.ebpf.program_mut("popnet_pass"))
+            && let Ok(p) = <&mut Xdp>::try_from(p)
+        {
+            let _ = p.detach(id);
+        }
+    }
+}
+
+fn aya_mode(mode: XdpMode) -> aya::programs::XdpMode {
+    match mode {
+        XdpMode::Native => aya::programs::XdpMode::Driver,
+        XdpMode::Skb => aya::programs::XdpMode::Skb,
+    }
+}
+
+fn attach_err(iface: &str, mode: XdpMode, e: ProgramError) -> XdpError {
+    let text = format!("{e:#}");
+    match &e {
+        ProgramError::UnknownInterface { .. } => XdpError::NoInterface {
+            iface: iface.to_string(),
+        },
+        _ if text.contains("Device or resource busy") || text.contains("EBUSY") => XdpError::Busy {
+            iface: iface.to_string(),
+        },
+        _ if text.contains("Operation not permitted") => XdpError::Permission(text),
+        _ => XdpError::Attach {
+            iface: iface.to_string(),
+            mode,
+            reason: text,
+        },
     }
 }

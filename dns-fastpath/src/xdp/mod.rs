@@ -20,33 +20,16 @@ use std::net::{IpAddr, SocketAddr};
 use popnet_common::{COUNTERS, Counter};
 use serde::{Deserialize, Serialize};
 
-#[cfg(not(popnet_xdp))]
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
 use crate::answer::AnswerTable;
 #[cfg(not(popnet_xdp))]
 use crate::views::Views;
 
-/// Where the program runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum XdpMode {
-    /// In the driver (falls back to nothing: an interface without native XDP errors).
-    Native,
-    /// Generic XDP in the kernel's receive path, for any interface.
-    Skb,
-}
-
-impl std::str::FromStr for XdpMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<XdpMode, String> {
-        match s {
-            "native" | "drv" | "driver" => Ok(XdpMode::Native),
-            "skb" | "generic" => Ok(XdpMode::Skb),
-            other => Err(format!(
-                "{other:?} is not an XDP mode; use \"native\" or \"skb\""
-            )),
-        }
-    }
-}
+pub use popnet_config::XdpMode;
 
 /// Why the fast path is not running.
 #[derive(Debug, thiserror::Error)]
@@ -156,7 +139,18 @@ impl ProgramSettings {
 #[cfg(popnet_xdp)]
 mod loaded;
 #[cfg(popnet_xdp)]
-pub use loaded::FastPath;
+pub use loaded::{FastPath, PassProgram};
+
+/// Stand-in when the program was not built.
+#[cfg(not(popnet_xdp))]
+pub struct PassProgram(std::convert::Infallible);
+
+#[cfg(not(popnet_xdp))]
+impl PassProgram {
+    pub fn attach(_iface: &str, _mode: XdpMode) -> Result<PassProgram, XdpError> {
+        Err(XdpError::NotBuilt)
+    }
+}
 
 /// Stand-in when the program was not built: every constructor reports [`XdpError::NotBuilt`].
 #[cfg(not(popnet_xdp))]
@@ -201,7 +195,7 @@ pub struct TestRun {
     /// The frame as the program left it.
     pub frame: Vec<u8>,
     /// Mean run time per repetition.
-    pub duration: std::time::Duration,
+    pub duration: Duration,
 }
 
 /// XDP action numbers.
@@ -211,3 +205,129 @@ pub const XDP_TX: u32 = 3;
 
 /// True if this build carries the XDP program.
 pub const BUILT: bool = cfg!(popnet_xdp);
+
+/// What the fast path is doing, for stats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "state")]
+pub enum XdpState {
+    /// No interface configured.
+    Off,
+    /// Asked for, but this machine cannot run it; the server answers from userspace.
+    Unavailable { reason: String },
+    /// Answering in the driver.
+    Attached {
+        interfaces: Vec<String>,
+        mode: XdpMode,
+    },
+}
+
+/// How the map writer is doing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriterStats {
+    /// Answer-table generation the map holds.
+    pub generation: u64,
+    /// Entries in the map.
+    pub entries: usize,
+    /// Table entries too large for the map (answered by userspace).
+    pub skipped: usize,
+    /// Tables written, and the last write's duration (diff, both maps, the swap).
+    pub publishes: u64,
+    pub last_publish_us: u64,
+    pub last_error: Option<String>,
+}
+
+/// The running fast path: the loaded program and the thread that writes each new
+/// answer table into its map.
+pub struct Runtime {
+    fast: Mutex<FastPath>,
+    latest: Mutex<Option<Arc<AnswerTable>>>,
+    wake: Condvar,
+    stats: Mutex<WriterStats>,
+    stop: AtomicBool,
+}
+
+impl Runtime {
+    /// Takes over a loaded (and attached) program; starts its writer thread.
+    pub fn start(fast: FastPath) -> std::io::Result<(Arc<Runtime>, JoinHandle<()>)> {
+        let rt = Arc::new(Runtime {
+            fast: Mutex::new(fast),
+            latest: Mutex::new(None),
+            wake: Condvar::new(),
+            stats: Mutex::new(WriterStats::default()),
+            stop: AtomicBool::new(false),
+        });
+        let r = rt.clone();
+        let t = std::thread::Builder::new()
+            .name("dns-xdp-writer".into())
+            .spawn(move || r.run())?;
+        Ok((rt, t))
+    }
+
+    /// Stops the writer thread (the program stays attached until the runtime drops).
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
+    /// Hands the writer a new table (only the latest offered is written).
+    pub fn offer(&self, table: Arc<AnswerTable>) {
+        *lock(&self.latest) = Some(table);
+        self.wake.notify_one();
+    }
+
+    fn run(&self) {
+        while !self.stop.load(Ordering::Relaxed) {
+            let next = {
+                let mut slot = lock(&self.latest);
+                if slot.is_none() {
+                    slot = match self.wake.wait_timeout(slot, Duration::from_millis(200)) {
+                        Ok((s, _)) => s,
+                        Err(p) => p.into_inner().0,
+                    };
+                }
+                slot.take()
+            };
+            let Some(table) = next else { continue };
+            let t0 = Instant::now();
+            let result = lock(&self.fast).publish(&table);
+            let mut s = lock(&self.stats);
+            match result {
+                Ok(_) => {
+                    let (entries, skipped) = entries::entries_of(&table);
+                    s.generation = table.generation;
+                    s.entries = entries.len();
+                    s.skipped = skipped;
+                    s.publishes += 1;
+                    s.last_publish_us = t0.elapsed().as_micros() as u64;
+                    s.last_error = None;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, generation = table.generation, "writing the XDP answer map failed; XDP keeps the previous answers");
+                    s.last_error = Some(e.to_string());
+                }
+            }
+        }
+    }
+
+    pub fn counters(&self) -> Result<XdpCounters, XdpError> {
+        lock(&self.fast).counters()
+    }
+
+    pub fn entries(
+        &self,
+    ) -> Result<Vec<(popnet_common::AnswerKey, popnet_common::AnswerValue)>, XdpError> {
+        lock(&self.fast).entries()
+    }
+
+    pub fn writer_stats(&self) -> WriterStats {
+        lock(&self.stats).clone()
+    }
+
+    pub fn attached(&self) -> Vec<(String, XdpMode)> {
+        lock(&self.fast).attached()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

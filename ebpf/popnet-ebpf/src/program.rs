@@ -4,8 +4,8 @@
 //! fragmented, or IPv6 without extension headers; UDP to the DNS port and an address the
 //! server listens on; a DNS query (QR=0, opcode 0, TC=0, QDCOUNT 1, ANCOUNT 0, NSCOUNT
 //! 0) with an uncompressed name of at most `MAX_NAME` bytes, class IN, and either no
-//! additional record or one EDNS version 0 OPT whose options are well-formed and do
-//! not include Client Subnet. The view is the longest view prefix containing the
+//! additional record or one EDNS version 0 OPT with at most four options, well-formed
+//! and not Client Subnet. The view is the longest view prefix containing the
 //! source address. The reply is the map's answer spliced behind the query's id and
 //! question, as userspace's `dns_fastpath::respond` builds it, plus the same OPT.
 //!
@@ -17,7 +17,9 @@
 use aya_ebpf::bindings::{BPF_F_NO_PREALLOC, xdp_action};
 use aya_ebpf::btf_maps::lpm_trie::Key;
 use aya_ebpf::btf_maps::{ArrayOfMaps, HashMap, LpmTrie, PerCpuArray};
-use aya_ebpf::helpers::{bpf_xdp_adjust_tail, bpf_xdp_store_bytes};
+use aya_ebpf::helpers::{
+    bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+};
 use aya_ebpf::macros::{btf_map, xdp};
 use aya_ebpf::programs::XdpContext;
 use popnet_common::{
@@ -61,12 +63,14 @@ static LISTEN6: HashMap<[u8; 16], u8, { MAX_LISTEN as usize }> = HashMap::new();
 /// Per-CPU counters, indexed by [`Counter`].
 #[btf_map]
 static COUNTS: PerCpuArray<u64, COUNTERS> = PerCpuArray::new();
-/// Per-CPU working memory: the answer key (too large for the 512-byte BPF stack beside
-/// the rest) and a slot for [`opaque`].
+/// Per-CPU working memory (too large for the 512-byte BPF stack beside the rest): the
+/// answer key, a slot for [`opaque`], room for the question.
 #[repr(C)]
 struct Scratch {
     key: AnswerKey,
     slot: u64,
+    /// The question while it moves (when a reply grows at the head).
+    question: [u8; MAX_NAME + 4],
 }
 #[btf_map]
 static SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
@@ -96,8 +100,12 @@ const ECS_CODE: u16 = 8;
 const COOKIE_CODE: u16 = 10;
 /// Largest offset inside a frame the program follows (XDP frames fit in a page).
 const MAX_FRAME: usize = 4096;
-/// Most EDNS options walked before passing the query on.
-const MAX_OPTIONS: usize = 8;
+/// Most a reply grows at the head: XDP guarantees 256 bytes of headroom, less the
+/// kernel's `xdp_frame` kept there.
+const MAX_HEAD_GROWTH: usize = 128;
+/// Most EDNS options walked before passing the query on (resolvers send one or two:
+/// a cookie, padding). Each one more multiplies the paths the verifier walks.
+const MAX_OPTIONS: usize = 4;
 const FLAG_QR: u16 = 0x8000;
 const FLAG_TC: u16 = 0x0200;
 const FLAG_RD: u16 = 0x0100;
@@ -120,6 +128,13 @@ pub fn popnet_dns(ctx: XdpContext) -> u32 {
             xdp_action::XDP_PASS
         }
     }
+}
+
+/// Passes every frame. Attached to the peer of a veth that carries XDP_TX replies: in
+/// native mode a veth delivers XDP_TX frames only to a peer that runs XDP too.
+#[xdp]
+pub fn popnet_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
 }
 
 #[inline(always)]
@@ -192,10 +207,18 @@ struct Query {
     l3: usize,
     l4: usize,
     dns: usize,
+    /// Question bytes (name, type, class).
+    q_len: usize,
     /// Ones'-complement sum of the source and destination addresses (pseudo-header).
     addr_sum: u32,
     sport: u16,
     dport: u16,
+    /// Bytes of the query read before the frame is resized: destination and source MAC,
+    /// the VLAN tag (TCI) if any, and the IP source and destination addresses (4 or 16
+    /// bytes each, source first).
+    macs: [u8; 12],
+    tci: Option<[u8; 2]>,
+    addrs: [u8; 32],
 }
 
 fn try_popnet_dns(ctx: &XdpContext) -> Result<u32, Counter> {
@@ -263,7 +286,7 @@ fn try_popnet_dns(ctx: &XdpContext) -> Result<u32, Counter> {
             // does not fold the default value.
             let any = unsafe { core::ptr::read_volatile(&ANY_DST4) } != 0;
             // SAFETY: the value is a plain u8 that is only read.
-            if !any && unsafe { LISTEN4.get(&dst) }.is_none() {
+            if !any && unsafe { LISTEN4.get(dst) }.is_none() {
                 return Err(Counter::PassNotDns);
             }
             let src = [h[12], h[13], h[14], h[15]];
@@ -294,7 +317,7 @@ fn try_popnet_dns(ctx: &XdpContext) -> Result<u32, Counter> {
             // SAFETY: as for ANY_DST4.
             let any = unsafe { core::ptr::read_volatile(&ANY_DST6) } != 0;
             // SAFETY: as for LISTEN4.
-            if !any && unsafe { LISTEN6.get(&dst) }.is_none() {
+            if !any && unsafe { LISTEN6.get(dst) }.is_none() {
                 return Err(Counter::PassNotDns);
             }
             let mut sum = sum_at(0, &dst, false);
@@ -489,29 +512,68 @@ fn try_popnet_dns(ctx: &XdpContext) -> Result<u32, Counter> {
         udp_csum = 0xffff; // RFC 768: 0 means "no checksum"
     }
 
-    // --- Resize the frame to exactly the reply ---------------------------------------------
-    let delta = (dns + reply_len) as i64 - frame_len as i64;
-    // SAFETY: the context pointer comes from the kernel for this run; the helper checks
-    // the new length against the buffer.
-    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta as i32) } != 0 {
-        return Err(Counter::PassAdjust);
+    // --- Read what the reply needs from the query's headers, then resize -----------------
+    let macs = read::<12>(ctx, 0, Counter::PassAdjust)?;
+    let tci = if l3 > ETH_HLEN {
+        Some(read::<2>(ctx, ETH_HLEN, Counter::PassAdjust)?)
+    } else {
+        None
+    };
+    let mut addrs = [0u8; 32];
+    if v6 {
+        addrs = read::<32>(ctx, l3 + 8, Counter::PassAdjust)?;
+    } else {
+        let a = read::<8>(ctx, l3 + 12, Counter::PassAdjust)?;
+        addrs[..8].copy_from_slice(&a);
     }
-
-    // From here the frame is no longer the query: a failure drops it rather than pass
-    // a half-written packet.
     let q = Query {
         v6,
         l3,
         l4,
         dns,
+        q_len: name_len + 4,
         addr_sum,
         sport,
         dport,
+        macs,
+        tci,
+        addrs,
     };
+    // Shrink at the tail. Grow at the head: XDP guarantees headroom, while tailroom can be
+    // a few bytes (a veth copies each packet into a tight page-pool fragment); moving the
+    // start back leaves the question `shift` bytes past its new place. Grow at the tail
+    // only if the head has no room.
+    let delta = (dns + reply_len) as i64 - frame_len as i64;
+    let mut shift = 0usize;
+    if delta > 0 && delta <= MAX_HEAD_GROWTH as i64 {
+        // SAFETY: the context pointer comes from the kernel for this run; the helper
+        // checks the headroom.
+        if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(delta as i32)) } == 0 {
+            shift = delta as usize;
+        }
+    }
+    if shift == 0 && delta != 0 {
+        // SAFETY: as above; the helper checks the new length against the buffer.
+        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta as i32) } != 0 {
+            return Err(Counter::PassAdjust);
+        }
+    }
+
+    // From here the frame is no longer the query: a failure drops it rather than pass
+    // a half-written packet.
     let header = [id, flags, 1, a.ancount, a.nscount, arcount];
-    match rewrite(ctx, &q, udp_len, udp_csum, &header) {
-        Ok(()) => {}
-        Err(()) => return Ok(xdp_action::XDP_DROP),
+    if rewrite(
+        ctx,
+        &q,
+        shift,
+        udp_len,
+        udp_csum,
+        &header,
+        scratch,
+    )
+    .is_err()
+    {
+        return Ok(xdp_action::XDP_DROP);
     }
     if body_len > 0 {
         // SAFETY: `a.body` holds MAX_BODY bytes and body_len <= MAX_BODY (checked
@@ -599,38 +661,54 @@ fn read_opt(
     ))
 }
 
-/// Turns the resized frame's headers into the reply's, in place. The resize invalidated
-/// every packet pointer: each access is re-derived and re-checked.
+/// Writes the reply's headers into the resized frame, and moves the question down by
+/// `shift` when the frame grew at the head. Every header byte is written from what was
+/// read before the resize, from the start of the frame upward; the question is then
+/// copied forward (to lower addresses), which is safe for overlapping ranges. The
+/// resize invalidated every packet pointer: each access is re-derived and re-checked.
 #[inline(always)]
 fn rewrite(
     ctx: &XdpContext,
     q: &Query,
+    shift: usize,
     udp_len: u16,
     udp_csum: u16,
     header: &[u16; 6],
+    scratch: &mut Scratch,
 ) -> Result<(), ()> {
-    let r = |off: usize| -> Result<[u8; 6], ()> {
-        read::<6>(ctx, off, Counter::DropRewrite).map_err(|_| ())
-    };
-    let (dst_mac, src_mac) = (r(0)?, r(6)?);
-    write(ctx, 0, src_mac)?;
-    write(ctx, 6, dst_mac)?;
+    let m = &q.macs;
+    write(
+        ctx,
+        0,
+        [
+            m[6], m[7], m[8], m[9], m[10], m[11], m[0], m[1], m[2], m[3], m[4], m[5],
+        ],
+    )?;
+    let ethertype = if q.v6 { ETH_P_IPV6 } else { ETH_P_IP }.to_be_bytes();
+    match q.tci {
+        Some(t) => {
+            let v = ETH_P_8021Q.to_be_bytes();
+            write(
+                ctx,
+                12,
+                [v[0], v[1], t[0], t[1], ethertype[0], ethertype[1]],
+            )?;
+        }
+        None => write(ctx, 12, ethertype)?,
+    }
+    let l = udp_len.to_be_bytes();
     if q.v6 {
-        let src = read::<16>(ctx, q.l3 + 8, Counter::DropRewrite).map_err(|_| ())?;
-        let dst = read::<16>(ctx, q.l3 + 24, Counter::DropRewrite).map_err(|_| ())?;
+        let mut src = [0u8; 16];
+        let mut dst = [0u8; 16];
+        src.copy_from_slice(&q.addrs[..16]);
+        dst.copy_from_slice(&q.addrs[16..]);
+        write(ctx, q.l3, [0x60, 0, 0, 0, l[0], l[1], IPPROTO_UDP, 64])?;
         write(ctx, q.l3 + 8, dst)?;
         write(ctx, q.l3 + 24, src)?;
-        write(ctx, q.l3, [0x60, 0, 0, 0])?;
-        let l = udp_len.to_be_bytes();
-        write(ctx, q.l3 + 4, [l[0], l[1], IPPROTO_UDP, 64])?;
     } else {
-        let src = read::<4>(ctx, q.l3 + 12, Counter::DropRewrite).map_err(|_| ())?;
-        let dst = read::<4>(ctx, q.l3 + 16, Counter::DropRewrite).map_err(|_| ())?;
-        write(ctx, q.l3 + 12, dst)?;
-        write(ctx, q.l3 + 16, src)?;
         let tot = (20 + udp_len).to_be_bytes();
-        // Version/IHL, TOS 0, length, ID 0, DF (as the stack sends it), TTL 64, UDP,
-        // checksum: the address words' sum is the same after the swap.
+        // Version/IHL, TOS 0, length, ID 0, DF (as the stack sends it), TTL 64, UDP; the
+        // address words' sum is the same after the swap.
         let mut s = q.addr_sum;
         for w in [
             0x4500,
@@ -642,6 +720,7 @@ fn rewrite(
             s = csum_add(s, w);
         }
         let c = (!csum_fold(s)).to_be_bytes();
+        let a = &q.addrs;
         write(
             ctx,
             q.l3,
@@ -660,11 +739,15 @@ fn rewrite(
                 c[1],
             ],
         )?;
+        write(
+            ctx,
+            q.l3 + 12,
+            [a[4], a[5], a[6], a[7], a[0], a[1], a[2], a[3]],
+        )?;
     }
-    let (p, d, l, c) = (
+    let (p, d, c) = (
         q.dport.to_be_bytes(),
         q.sport.to_be_bytes(),
-        udp_len.to_be_bytes(),
         udp_csum.to_be_bytes(),
     );
     write(ctx, q.l4, [p[0], p[1], d[0], d[1], l[0], l[1], c[0], c[1]])?;
@@ -676,5 +759,28 @@ fn rewrite(
         hdr[2 * k + 1] = b[1];
         k += 1;
     }
-    write(ctx, q.dns, hdr)
+    write(ctx, q.dns, hdr)?;
+    if shift > 0 {
+        // The question is still `shift` bytes further on; copy it down (through scratch
+        // memory: the ranges may overlap).
+        // Through `opaque`: a length the verifier tracks back through the parse would
+        // make it verify every earlier path again.
+        let len = opaque(&mut scratch.slot, q.q_len);
+        if len == 0 || len > MAX_NAME + 4 {
+            return Err(()); // bounded by the caller; restated for the verifier
+        }
+        let from = (q.dns + DNS_HLEN + shift) as u32;
+        let to = (q.dns + DNS_HLEN) as u32;
+        // SAFETY: `scratch.question` holds MAX_NAME + 4 bytes and 0 < len <= MAX_NAME + 4; the helpers
+        // check both packet ranges.
+        unsafe {
+            if bpf_xdp_load_bytes(ctx.ctx, from, scratch.question.as_mut_ptr() as *mut _, len as u32) != 0 {
+                return Err(());
+            }
+            if bpf_xdp_store_bytes(ctx.ctx, to, scratch.question.as_mut_ptr() as *mut _, len as u32) != 0 {
+                return Err(());
+            }
+        }
+    }
+    Ok(())
 }
