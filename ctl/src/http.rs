@@ -16,8 +16,6 @@ pub fn get(addr: SocketAddr, path: &str, token: Option<&[u8]>) -> Result<Vec<u8>
 
 /// POSTs a JSON `body` to `path` on the admin listener at `addr`; returns the body of
 /// a 200 response.
-// Used by `popctl cache purge` (cache.rs); the allow goes once main.rs has `mod cache;`.
-#[allow(dead_code)]
 pub fn post_json(
     addr: SocketAddr,
     path: &str,

@@ -1,5 +1,6 @@
 //! `popctl`: inspect and operate a popnet network from the command line.
 
+mod cache;
 mod http;
 
 use std::net::SocketAddr;
@@ -51,6 +52,9 @@ enum Cmd {
     Dns(DnsCmd),
     /// Figures the DNS server holds per server: health, load, loss, latency, and their ages.
     Metrics,
+    /// The HTTP cache: purge, stats, stored objects.
+    #[command(subcommand)]
+    Cache(cache::CacheCmd),
 }
 
 #[derive(Subcommand)]
@@ -275,6 +279,13 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Config(ConfigCmd::Demo) => print!("{}", popnet_config::DEMO_TOML),
+        Cmd::Cache(cmd) => cache::run(
+            &cmd,
+            &load(cli.target.config.as_ref())?,
+            cli.target.pop.as_deref(),
+            cli.target.admin,
+            cli.json,
+        )?,
         Cmd::Dns(DnsCmd::Stats) => {
             let v = fetch(&cli.target, "/stats")?;
             if cli.json {

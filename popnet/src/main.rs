@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use cache_engine::demo_origin::DemoOrigin;
+use cache_engine::{CacheOptions, CacheServer};
 use clap::{Args, Parser, Subcommand};
 use dns_fastpath::{DnsOptions, DnsServer};
 use popnet_config::{Config, ConfigError, XdpMode};
@@ -29,6 +31,8 @@ enum Role {
     Up(UpArgs),
     /// Run the authoritative DNS server and its selector.
     Dns(DnsArgs),
+    /// Run the HTTP cache (io_uring) in front of the customers' origins.
+    Cache(CacheArgs),
     /// Attach a pass-everything XDP program to IFACE until stopped. Run it on the peer of a
     /// veth whose other end has the DNS fast path: native XDP on a veth delivers XDP_TX
     /// replies only to a peer that runs XDP too.
@@ -55,6 +59,21 @@ struct ConfigArgs {
 struct UpArgs {
     #[command(flatten)]
     cfg: ConfigArgs,
+}
+
+#[derive(Args)]
+struct CacheArgs {
+    #[command(flatten)]
+    cfg: ConfigArgs,
+    /// Serve HTTP on this address instead of the config's (repeatable; port 0 = any).
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<SocketAddr>,
+    /// Serve the admin HTTP endpoint on this address instead of the config's.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// Event loops (one io_uring each); 0 = one per core.
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
 }
 
 #[derive(Args)]
@@ -140,6 +159,36 @@ fn start_dns(cfg: &Config, opts: &DnsOptions) -> Result<DnsServer> {
     Ok(s)
 }
 
+fn start_cache(cfg: &Config, opts: &CacheOptions) -> Result<CacheServer> {
+    let s = CacheServer::start(cfg, opts).context("cannot start the cache role")?;
+    let addrs: Vec<String> = s.listen.iter().map(ToString::to_string).collect();
+    tracing::info!(pop = %s.pop, listen = %addrs.join(","), admin = %format!("http://{}", s.admin), workers = s.workers, "cache: serving HTTP");
+    Ok(s)
+}
+
+/// The demo's origins (`examples/single-pop.toml`): origin-a on 127.0.0.1 and ::1,
+/// origin-b on 127.0.0.2, port 8081. IPv6 is optional: a host without it still runs
+/// the demo.
+fn start_demo_origin() -> Result<(DemoOrigin, Option<DemoOrigin>)> {
+    let v4: Vec<SocketAddr> = ["127.0.0.1:8081", "127.0.0.2:8081"]
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let origin = DemoOrigin::start(&v4).context("cannot start the built-in demo origin on 127.0.0.1:8081 and 127.0.0.2:8081 (is something else using port 8081?)")?;
+    let v6 = match "[::1]:8081"
+        .parse::<SocketAddr>()
+        .map(|a| DemoOrigin::start(&[a]))
+    {
+        Ok(Ok(o)) => Some(o),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "demo origin not on [::1]:8081 (no IPv6 loopback?); the demo runs on IPv4");
+            None
+        }
+        Err(_) => None,
+    };
+    Ok((origin, v6))
+}
+
 /// Blocks until SIGINT or SIGTERM.
 fn wait_for_signal() -> Result<i32> {
     use signal_hook::consts::{SIGINT, SIGTERM};
@@ -157,6 +206,21 @@ fn run(cli: Cli) -> Result<()> {
             tracing::info!(signal = sig, "stopping");
             dns.stop();
         }
+        Role::Cache(a) => {
+            let cfg = load_config(&a.cfg)?;
+            let cache = start_cache(
+                &cfg,
+                &CacheOptions {
+                    pop: a.cfg.pop.clone(),
+                    listen: (!a.listen.is_empty()).then(|| a.listen.clone()),
+                    admin: a.admin,
+                    workers: a.workers,
+                },
+            )?;
+            let sig = wait_for_signal()?;
+            tracing::info!(signal = sig, "stopping");
+            cache.stop();
+        }
         Role::XdpPass { iface, xdp_mode } => {
             let prog = dns_fastpath::xdp::PassProgram::attach(&iface, xdp_mode)
                 .with_context(|| format!("cannot attach the pass program to {iface}"))?;
@@ -168,6 +232,11 @@ fn run(cli: Cli) -> Result<()> {
         Role::Up(a) => {
             let demo = a.cfg.config.is_none();
             let cfg = load_config(&a.cfg)?;
+            let origins = if demo {
+                Some(start_demo_origin()?)
+            } else {
+                None
+            };
             let dns = start_dns(
                 &cfg,
                 &DnsOptions {
@@ -175,6 +244,19 @@ fn run(cli: Cli) -> Result<()> {
                     ..DnsOptions::default()
                 },
             )?;
+            let pop = cfg
+                .local_pop(a.cfg.pop.as_deref(), |p| p.dns.is_some())
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let cache = match &pop.cache {
+                Some(_) => Some(start_cache(
+                    &cfg,
+                    &CacheOptions {
+                        pop: Some(pop.name.clone()),
+                        ..CacheOptions::default()
+                    },
+                )?),
+                None => None,
+            };
             if demo {
                 let at = dns
                     .udp
@@ -184,12 +266,28 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("popnet up: the built-in demo POP is running. Try:");
                 eprintln!("  dig {at} www.demo.example      # dynamic: a demo origin");
                 eprintln!("  dig {at} static.demo.example   # static: the POP cache");
-                eprintln!("  popctl dns stats                       # counters");
+                if let Some(c) = cache.as_ref().and_then(|c| c.listen.first()) {
+                    eprintln!(
+                        "  curl -H 'Host: static.demo.example' http://{c}/obj/1k   # the cache, in front of the demo origin"
+                    );
+                }
+                eprintln!(
+                    "  popctl dns stats                       # counters (popctl cache stats for the cache)"
+                );
                 eprintln!("Ctrl-C stops it.");
             }
             let sig = wait_for_signal()?;
             tracing::info!(signal = sig, "stopping");
+            if let Some(c) = cache {
+                c.stop();
+            }
             dns.stop();
+            if let Some((o4, o6)) = origins {
+                o4.stop();
+                if let Some(o) = o6 {
+                    o.stop();
+                }
+            }
         }
     }
     Ok(())

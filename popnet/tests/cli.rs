@@ -7,18 +7,41 @@ use std::time::{Duration, Instant};
 
 use common::{http_get, parse_dig, popctl_bin, popnet_bin};
 
+/// Kills the child if the test fails before it is waited for.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    fn get(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("child")
+    }
+    fn take(&mut self) -> std::process::Child {
+        self.0.take().expect("child")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 #[test]
 fn popnet_up_serves_the_demo_names_and_stops_cleanly() {
-    let mut child = Command::new(popnet_bin())
-        .args(["--log", "warn", "up"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(Some(
+        Command::new(popnet_bin())
+            .args(["--log", "warn", "up"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
     let admin = "127.0.0.1:5380".parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     while http_get(admin, "/health").is_err() {
-        if let Ok(Some(st)) = child.try_wait() {
-            let out = child.wait_with_output().unwrap();
+        if let Ok(Some(st)) = child.get().try_wait() {
+            let out = child.take().wait_with_output().unwrap();
             panic!(
                 "popnet up exited ({st}): {}",
                 String::from_utf8_lossy(&out.stderr)
@@ -51,9 +74,40 @@ fn popnet_up_serves_the_demo_names_and_stops_cleanly() {
         String::from_utf8_lossy(&out.stdout)
     );
 
+    // The cache answers on 127.0.0.1:8080 in front of the built-in demo origin: a miss, then a hit.
+    let curl = |path: &str| {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %header{x-cache} %{size_download}",
+                "-H",
+                "Host: static.demo.example",
+            ])
+            .arg(format!("http://127.0.0.1:8080{path}"))
+            .output()
+            .expect("curl (apt-get install curl)");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(curl("/obj/1k"), "200 MISS 1024");
+    assert_eq!(curl("/obj/1k"), "200 HIT 1024");
+    let out = Command::new(popctl_bin())
+        .args(["cache", "stats", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["requests"]["hits"], 1, "{v}");
+
     // SIGTERM stops it with status 0.
-    send_signal(child.id(), 15);
-    let out = child.wait_with_output().unwrap();
+    send_signal(child.get().id(), 15);
+    let out = child.take().wait_with_output().unwrap();
     assert!(
         out.status.success(),
         "exit {:?}: {}",

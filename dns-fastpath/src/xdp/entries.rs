@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use dns_wire::{Message, Name, RType};
-use popnet_common::{AnswerKey, AnswerValue, MAX_BODY, MAX_NAME, VIEW_ANY, sum_bytes};
+use popnet_common::{AnswerKey, AnswerValue, MAX_BODY, MAX_NAME, OPT_LEN, VIEW_ANY, sum_bytes};
 
 use crate::answer::{Answer, AnswerTable};
 use crate::views::ViewId;
@@ -22,14 +22,17 @@ pub fn key(name: &[u8], qtype: RType, view: ViewId) -> Option<AnswerKey> {
     Some(k)
 }
 
-/// The map value of an answer, if its body fits.
-pub fn value(a: &Answer) -> Option<AnswerValue> {
+/// The map value of an answer, with the OPT record the program appends for EDNS
+/// queries (`payload` = our EDNS payload size), if it fits.
+pub fn value(a: &Answer, payload: u16) -> Option<AnswerValue> {
     let len = a.body.len();
-    if len > MAX_BODY {
+    if len + OPT_LEN > MAX_BODY {
         return None;
     }
     let mut body = [0u8; MAX_BODY];
     body[..len].copy_from_slice(&a.body);
+    let p = payload.to_be_bytes();
+    body[len..len + OPT_LEN].copy_from_slice(&[0, 0, 41, p[0], p[1], 0, 0, 0, 0, 0, 0]);
     Some(AnswerValue {
         flags: a.flags,
         ancount: a.ancount,
@@ -44,11 +47,11 @@ pub fn value(a: &Answer) -> Option<AnswerValue> {
 
 /// What the map should hold for `table`, and how many table entries do not fit (names
 /// longer than `MAX_NAME` or bodies longer than `MAX_BODY`: userspace answers those).
-pub fn entries_of(table: &AnswerTable) -> (HashMap<AnswerKey, AnswerValue>, usize) {
+pub fn entries_of(table: &AnswerTable, payload: u16) -> (HashMap<AnswerKey, AnswerValue>, usize) {
     let mut out = HashMap::with_capacity(table.len());
     let mut skipped = 0;
     for (name, qtype, view, answer) in table.entries() {
-        match (key(name, qtype, view), value(answer)) {
+        match (key(name, qtype, view), value(answer, payload)) {
             (Some(k), Some(v)) => {
                 out.insert(k, v);
             }
@@ -182,7 +185,7 @@ mod tests {
     #[test]
     fn every_table_entry_becomes_a_map_entry_that_decodes_back() {
         let t = table();
-        let (map, skipped) = entries_of(&t);
+        let (map, skipped) = entries_of(&t, 1232);
         assert_eq!(skipped, 0);
         assert_eq!(map.len(), t.len());
         let www = Name::from_ascii("www.demo.example").unwrap();
@@ -202,7 +205,7 @@ mod tests {
 
     #[test]
     fn diffs_name_exactly_what_changed() {
-        let (a, _) = entries_of(&table());
+        let (a, _) = entries_of(&table(), 1232);
         let mut b = a.clone();
         let (k0, mut v0) = b.iter().next().map(|(k, v)| (*k, *v)).unwrap();
         v0.body[0] ^= 1;
@@ -227,6 +230,6 @@ mod tests {
             body: vec![0u8; MAX_BODY + 1].into(),
             view_dependent: false,
         };
-        assert!(value(&a).is_none());
+        assert!(value(&a, 1232).is_none());
     }
 }

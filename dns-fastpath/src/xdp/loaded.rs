@@ -8,7 +8,7 @@ use aya::maps::{ArrayOfMaps, HashMap, MapData, PerCpuArray};
 use aya::programs::{ProgramError, Xdp};
 use aya::{Ebpf, EbpfError, EbpfLoader, TestRun as _, TestRunOptions};
 use ipnet::IpNet;
-use popnet_common::{AnswerKey, AnswerValue, COUNTERS, MAX_ANSWERS};
+use popnet_common::{AnswerKey, AnswerValue, COUNTERS, MAX_ANSWERS, MAX_LISTEN};
 
 use super::entries::{Diff, entries_of};
 use super::{ProgramSettings, TestRun, XdpCounters, XdpError, XdpMode};
@@ -51,6 +51,8 @@ pub struct FastPath {
     /// What both maps hold.
     shadow: StdHashMap<AnswerKey, AnswerValue>,
     attached: Vec<(String, XdpMode, aya::programs::xdp::XdpLinkId)>,
+    /// Our EDNS payload size, in the OPT template of every map value.
+    payload: u16,
 }
 
 impl FastPath {
@@ -65,11 +67,39 @@ impl FastPath {
         let payload = settings.udp_payload;
         let any4 = u8::from(settings.any(false));
         let any6 = u8::from(settings.any(true));
+        let mut l4 = [0u32; MAX_LISTEN];
+        let mut l6 = [[0u64; 2]; MAX_LISTEN];
+        let (mut n4, mut n6) = (0u8, 0u8);
+        for ip in settings.addrs() {
+            match ip {
+                IpAddr::V4(a) if usize::from(n4) < MAX_LISTEN => {
+                    l4[usize::from(n4)] = u32::from_ne_bytes(a.octets());
+                    n4 += 1;
+                }
+                IpAddr::V6(a) if usize::from(n6) < MAX_LISTEN => {
+                    let o = a.octets();
+                    l6[usize::from(n6)] = [
+                        u64::from_ne_bytes([o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7]]),
+                        u64::from_ne_bytes([o[8], o[9], o[10], o[11], o[12], o[13], o[14], o[15]]),
+                    ];
+                    n6 += 1;
+                }
+                _ => {
+                    return Err(XdpError::Unsupported(format!(
+                        "the XDP program checks at most {MAX_LISTEN} listen addresses per family; listen on a wildcard address or on fewer"
+                    )));
+                }
+            }
+        }
         let mut ebpf = EbpfLoader::new()
             .override_global("DNS_PORT", &port, true)
             .override_global("UDP_PAYLOAD", &payload, true)
             .override_global("ANY_DST4", &any4, true)
             .override_global("ANY_DST6", &any6, true)
+            .override_global("LISTEN4", &l4, true)
+            .override_global("LISTEN4_LEN", &n4, true)
+            .override_global("LISTEN6", &l6, true)
+            .override_global("LISTEN6_LEN", &n6, true)
             .load(OBJECT)
             .map_err(load_err)?;
         let prog: &mut Xdp = ebpf
@@ -115,23 +145,6 @@ impl FastPath {
                 }
             }
         }
-        for ip in settings.addrs() {
-            match ip {
-                IpAddr::V4(a) => {
-                    let mut m: HashMap<_, [u8; 4], u8> =
-                        HashMap::try_from(ebpf.map_mut("LISTEN4").ok_or(missing("LISTEN4"))?)
-                            .map_err(map_err("LISTEN4"))?;
-                    m.insert(a.octets(), 1, 0).map_err(map_err("LISTEN4"))?;
-                }
-                IpAddr::V6(a) => {
-                    let mut m: HashMap<_, [u8; 16], u8> =
-                        HashMap::try_from(ebpf.map_mut("LISTEN6").ok_or(missing("LISTEN6"))?)
-                            .map_err(map_err("LISTEN6"))?;
-                    m.insert(a.octets(), 1, 0).map_err(map_err("LISTEN6"))?;
-                }
-            }
-        }
-
         // The two answer maps, A active from the start.
         let maps = [
             AnswerMap::create(MAX_ANSWERS, NO_PREALLOC).map_err(map_err("ANSWERS inner"))?,
@@ -143,6 +156,7 @@ impl FastPath {
             active: 0,
             shadow: StdHashMap::new(),
             attached: Vec::new(),
+            payload,
         };
         fp.point_at(0)?;
         fp.publish(table)?;
@@ -175,7 +189,7 @@ impl FastPath {
     /// Makes the maps hold exactly the answers of `table` (see the module docs for
     /// why no program run reads a half-written answer). Returns how many entries changed.
     pub fn publish(&mut self, table: &AnswerTable) -> Result<usize, XdpError> {
-        let (next, skipped) = entries_of(table);
+        let (next, skipped) = entries_of(table, self.payload);
         if skipped > 0 {
             tracing::debug!(
                 skipped,
@@ -244,6 +258,41 @@ impl FastPath {
             .iter()
             .map(|r| r.map_err(map_err("ANSWERS inner")))
             .collect()
+    }
+
+    /// Runs the program `repeat` times, each on a fresh copy of `frame` (BPF_PROG_TEST_RUN
+    /// in live-frames mode: an XDP_TX frame really goes out, of loopback, where it is
+    /// dropped), and reads the program's own run time from the kernel's BPF statistics.
+    pub fn cost(&self, frame: &[u8], repeat: u32) -> Result<super::Cost, XdpError> {
+        let prog: &Xdp = self
+            .ebpf
+            .program(PROGRAM)
+            .ok_or_else(|| XdpError::Unsupported(format!("no program {PROGRAM}")))?
+            .try_into()
+            .map_err(|e: ProgramError| XdpError::Unsupported(e.to_string()))?;
+        let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+            .map_err(|e| XdpError::Unsupported(format!("BPF statistics: {e}")))?;
+        let info = |p: &Xdp| p.info().map_err(|e| XdpError::Unsupported(e.to_string()));
+        let before = info(prog)?;
+        let run = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat: repeat.max(1),
+                attrs: aya::programs::TestRunAttrs::new().xdp_live_frames(64),
+                ..TestRunOptions::default()
+            })
+            .map_err(|e| {
+                XdpError::Unsupported(format!("BPF_PROG_TEST_RUN (live frames): {e:#}"))
+            })?;
+        let after = info(prog)?;
+        drop(stats);
+        let runs = after.run_count().saturating_sub(before.run_count()).max(1);
+        Ok(super::Cost {
+            program_ns: (after.run_time() - before.run_time()).as_nanos() as f64 / runs as f64,
+            total_ns: run.duration.as_nanos() as f64,
+            runs,
+            verified_insns: after.verified_instruction_count(),
+        })
     }
 
     /// Runs the program once (or `repeat` times) on `frame` with BPF_PROG_TEST_RUN.

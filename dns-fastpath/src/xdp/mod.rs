@@ -185,6 +185,9 @@ impl FastPath {
     pub fn test_run(&self, _frame: &[u8], _repeat: u32) -> Result<TestRun, XdpError> {
         match self.0 {}
     }
+    pub fn cost(&self, _frame: &[u8], _repeat: u32) -> Result<Cost, XdpError> {
+        match self.0 {}
+    }
 }
 
 /// The result of one BPF_PROG_TEST_RUN.
@@ -196,6 +199,19 @@ pub struct TestRun {
     pub frame: Vec<u8>,
     /// Mean run time per repetition.
     pub duration: Duration,
+}
+
+/// What one packet costs the program ([`FastPath::cost`]).
+#[derive(Debug, Clone)]
+pub struct Cost {
+    /// Mean run time of the program itself, per packet (kernel BPF statistics).
+    pub program_ns: f64,
+    /// Mean time per repetition of the whole test run (frame setup, program, transmit).
+    pub total_ns: f64,
+    /// Program runs counted.
+    pub runs: u64,
+    /// Instructions the verifier walked when the program loaded.
+    pub verified_insns: Option<u32>,
 }
 
 /// XDP action numbers.
@@ -244,17 +260,20 @@ pub struct Runtime {
     wake: Condvar,
     stats: Mutex<WriterStats>,
     stop: AtomicBool,
+    /// Our EDNS payload size (the map values' OPT template).
+    payload: u16,
 }
 
 impl Runtime {
     /// Takes over a loaded (and attached) program; starts its writer thread.
-    pub fn start(fast: FastPath) -> std::io::Result<(Arc<Runtime>, JoinHandle<()>)> {
+    pub fn start(fast: FastPath, payload: u16) -> std::io::Result<(Arc<Runtime>, JoinHandle<()>)> {
         let rt = Arc::new(Runtime {
             fast: Mutex::new(fast),
             latest: Mutex::new(None),
             wake: Condvar::new(),
             stats: Mutex::new(WriterStats::default()),
             stop: AtomicBool::new(false),
+            payload,
         });
         let r = rt.clone();
         let t = std::thread::Builder::new()
@@ -293,7 +312,7 @@ impl Runtime {
             let mut s = lock(&self.stats);
             match result {
                 Ok(_) => {
-                    let (entries, skipped) = entries::entries_of(&table);
+                    let (entries, skipped) = entries::entries_of(&table, self.payload);
                     s.generation = table.generation;
                     s.entries = entries.len();
                     s.skipped = skipped;

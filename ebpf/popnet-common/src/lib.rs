@@ -7,9 +7,9 @@
 
 /// Longest question name (wire form, with the root label) the XDP program answers.
 /// Longer names are passed to userspace, which answers every name.
-pub const MAX_NAME: usize = 128;
-/// Longest answer body (records after the question) held in the map. Longer answers
-/// are answered by userspace.
+pub const MAX_NAME: usize = 64;
+/// Room for an answer body (records after the question) and the OPT record after it.
+/// Longer answers are answered by userspace.
 pub const MAX_BODY: usize = 512;
 /// Capacity of each answer map.
 pub const MAX_ANSWERS: u32 = 65_536;
@@ -17,8 +17,10 @@ pub const MAX_ANSWERS: u32 = 65_536;
 pub const VIEW_ANY: u16 = u16::MAX;
 /// Capacity of each view prefix trie.
 pub const MAX_PREFIXES: u32 = 16_384;
-/// Capacity of each listen-address set.
-pub const MAX_LISTEN: u32 = 64;
+/// Most listen addresses per family the program checks destinations against.
+pub const MAX_LISTEN: usize = 8;
+/// Length of the OPT record appended to answers of EDNS queries.
+pub const OPT_LEN: usize = 11;
 
 /// Key of the answer map: the lowercased wire name zero-padded to [`MAX_NAME`], the
 /// query type and the view. Wire names are self-delimiting (they end at the root
@@ -42,7 +44,8 @@ pub struct AnswerValue {
     pub nscount: u16,
     /// Without the OPT record the program appends when the query had one.
     pub arcount: u16,
-    /// Bytes of `body` in use.
+    /// Bytes of `body` that are the answer; the OPT record for EDNS queries follows them
+    /// in `body` (`OPT_LEN` bytes: our payload size, DO clear; the program sets DO).
     pub body_len: u16,
     pub reserved: u16,
     /// Folded 16-bit ones'-complement sum of `body[..body_len]` as if it started at an

@@ -24,7 +24,7 @@ use aya_ebpf::macros::{btf_map, xdp};
 use aya_ebpf::programs::XdpContext;
 use popnet_common::{
     AnswerKey, AnswerValue, COUNTERS, Counter, MAX_ANSWERS, MAX_BODY, MAX_LISTEN, MAX_NAME,
-    MAX_PREFIXES, VIEW_ANY, csum_add, csum_fold,
+    MAX_PREFIXES, OPT_LEN, VIEW_ANY, csum_add, csum_fold,
 };
 
 // Set by userspace when it loads the program (aya `EbpfLoader::set_global`).
@@ -40,6 +40,17 @@ static ANY_DST4: u8 = 0;
 /// 1 if the server listens on the IPv6 wildcard address.
 #[unsafe(no_mangle)]
 static ANY_DST6: u8 = 0;
+/// The IPv4 addresses the server listens on (as in the packet, read as a native u32),
+/// the first `LISTEN4_LEN` slots used.
+#[unsafe(no_mangle)]
+static LISTEN4: [u32; MAX_LISTEN] = [0; MAX_LISTEN];
+#[unsafe(no_mangle)]
+static LISTEN4_LEN: u8 = 0;
+/// The IPv6 addresses, as two native u64 each.
+#[unsafe(no_mangle)]
+static LISTEN6: [[u64; 2]; MAX_LISTEN] = [[0; 2]; MAX_LISTEN];
+#[unsafe(no_mangle)]
+static LISTEN6_LEN: u8 = 0;
 
 /// The answers, double-buffered: slot 0 points at the active inner map. Userspace writes
 /// only the inactive one, then swaps; the kernel waits for an RCU grace period before
@@ -55,11 +66,6 @@ static ANSWERS: ArrayOfMaps<
 static VIEWS4: LpmTrie<[u8; 4], u16, { MAX_PREFIXES as usize }> = LpmTrie::new();
 #[btf_map]
 static VIEWS6: LpmTrie<[u8; 16], u16, { MAX_PREFIXES as usize }> = LpmTrie::new();
-/// Addresses the server listens on.
-#[btf_map]
-static LISTEN4: HashMap<[u8; 4], u8, { MAX_LISTEN as usize }> = HashMap::new();
-#[btf_map]
-static LISTEN6: HashMap<[u8; 16], u8, { MAX_LISTEN as usize }> = HashMap::new();
 /// Per-CPU counters, indexed by [`Counter`].
 #[btf_map]
 static COUNTS: PerCpuArray<u64, COUNTERS> = PerCpuArray::new();
@@ -94,7 +100,6 @@ const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const IPPROTO_UDP: u8 = 17;
 const DNS_HLEN: usize = 12;
-const OPT_LEN: usize = 11;
 const OPT_TYPE: u16 = 41;
 const ECS_CODE: u16 = 8;
 const COOKIE_CODE: u16 = 10;
@@ -178,6 +183,62 @@ fn write<const N: usize>(ctx: &XdpContext, off: usize, bytes: [u8; N]) -> Result
     // SAFETY: inside the packet (checked above).
     unsafe { core::ptr::write_unaligned((start + off) as *mut [u8; N], bytes) };
     Ok(())
+}
+
+/// True if the server listens on IPv4 address `a` (in packet byte order).
+#[inline(always)]
+fn listens4(a: u32) -> bool {
+    // SAFETY: read-only globals userspace sets before loading.
+    let (addrs, n) = unsafe {
+        (
+            core::ptr::read_volatile(&LISTEN4),
+            core::ptr::read_volatile(&LISTEN4_LEN),
+        )
+    };
+    let mut i = 0;
+    while i < MAX_LISTEN {
+        if i < usize::from(n) && addrs[i] == a {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// True if the server listens on IPv6 address `a`.
+#[inline(always)]
+fn listens6(a: &[u8; 16]) -> bool {
+    let hi = u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
+    let lo = u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]);
+    // SAFETY: as for `listens4`.
+    let (addrs, n) = unsafe {
+        (
+            core::ptr::read_volatile(&LISTEN6),
+            core::ptr::read_volatile(&LISTEN6_LEN),
+        )
+    };
+    let mut i = 0;
+    while i < MAX_LISTEN {
+        if i < usize::from(n) && addrs[i][0] == hi && addrs[i][1] == lo {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Lowercases the ASCII capitals among eight bytes at once (SWAR): a byte gets 0x20 added
+/// when its high bit is clear and it lies in 'A'..='Z'.
+#[inline(always)]
+fn ascii_lowercase8(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let heptets = x & (ONES * 0x7f);
+    // High bit set where the low seven bits are >= 'A', and where they are > 'Z' (no
+    // carry crosses a byte: 0x7f + 0x3f < 0x100).
+    let at_least_a = heptets + ONES * (0x80 - u64::from(b'A'));
+    let past_z = heptets + ONES * (0x80 - u64::from(b'Z') - 1);
+    let upper = at_least_a & !past_z & !x & (ONES * 0x80);
+    x | (upper >> 2)
 }
 
 /// Adds byte `b` found at an offset of parity `odd` to a checksum accumulator.
@@ -285,8 +346,7 @@ fn try_popnet_dns(ctx: &XdpContext) -> Result<u32, Counter> {
             // SAFETY: a global userspace sets before loading; volatile so the compiler
             // does not fold the default value.
             let any = unsafe { core::ptr::read_volatile(&ANY_DST4) } != 0;
-            // SAFETY: the value is a plain u8 that is only read.
-            if !any && unsafe { LISTEN4.get(dst) }.is_none() {
+            if !any && !listens4(u32::from_ne_bytes(dst)) {
                 return Err(Counter::PassNotDns);
             }
             let src = [h[12], h[13], h[14], h[15]];
@@ -316,8 +376,7 @@ fn try_popnet_dns(ctx: &XdpContext) -> Result<u32, Counter> {
             let dst = read::<16>(ctx, l3 + 24, Counter::PassIpMalformed)?;
             // SAFETY: as for ANY_DST4.
             let any = unsafe { core::ptr::read_volatile(&ANY_DST6) } != 0;
-            // SAFETY: as for LISTEN4.
-            if !any && unsafe { LISTEN6.get(dst) }.is_none() {
+            if !any && !listens6(&dst) {
                 return Err(Counter::PassNotDns);
             }
             let mut sum = sum_at(0, &dst, false);
@@ -397,22 +456,50 @@ fn try_popnet_dns(ctx: &XdpContext) -> Result<u32, Counter> {
     if name_len == 0 || name_len > MAX_NAME {
         return Err(Counter::PassName); // longer than MAX_NAME: userspace answers it
     }
-    // Copy it lowercased, summing it for the checksum (question bytes start at DNS offset
-    // 12, an even offset). Length bytes are at most 63, never an ASCII capital, so
-    // lowercasing every byte changes only the letters.
-    let mut qsum = 0u32;
-    let mut i = 0usize;
-    while i < MAX_NAME {
-        if i >= name_len {
+    // Copy the name into the key with one helper call, then, eight bytes at a time, sum
+    // it for the checksum as received (the reply echoes its case) and lowercase it.
+    // Length bytes are at most 63, never an ASCII capital, so lowercasing every byte
+    // changes only the letters; the key's zero padding changes neither.
+    // SAFETY: the key's name holds MAX_NAME bytes and 0 < name_len <= MAX_NAME (checked
+    // above); the helper checks the packet range.
+    if unsafe {
+        bpf_xdp_load_bytes(
+            ctx.ctx,
+            qname as u32,
+            key.name.as_mut_ptr() as *mut _,
+            name_len as u32,
+        )
+    } != 0
+    {
+        return Err(Counter::PassName);
+    }
+    // Sum of the little-endian 16-bit lanes: the byte-swapped big-endian sum (RFC 1071).
+    let mut lanes = 0u64;
+    let words = name_len.div_ceil(8);
+    let mut w = 0usize;
+    while w < MAX_NAME / 8 {
+        if w >= words {
             break;
         }
-        // Inside the frame (and inside the message: the walk above checked the name).
-        let b = byte(ctx, qname + i, Counter::PassName)?;
-        qsum = sum_byte(qsum, b, i & 1 == 1);
-        // `i < MAX_NAME` by the loop condition; the mask states it for the verifier.
-        key.name[i & (MAX_NAME - 1)] = b.to_ascii_lowercase();
-        i += 1;
+        // `w < MAX_NAME / 8` by the loop condition; the mask states it for the verifier.
+        let at = (w & (MAX_NAME / 8 - 1)) * 8;
+        // SAFETY: `at + 8 <= MAX_NAME`: inside the key's name, in this run's scratch memory.
+        let word = unsafe { core::ptr::read_unaligned(key.name.as_ptr().add(at) as *const u64) };
+        lanes += (word & 0xffff) + ((word >> 16) & 0xffff) + ((word >> 32) & 0xffff) + (word >> 48);
+        // SAFETY: as above.
+        unsafe {
+            core::ptr::write_unaligned(
+                key.name.as_mut_ptr().add(at) as *mut u64,
+                ascii_lowercase8(word),
+            )
+        };
+        w += 1;
     }
+    // The question starts at DNS offset 12, an even offset.
+    let mut qsum = u32::from(
+        csum_fold(csum_fold((lanes & 0xffff_ffff) as u32) as u32 + (lanes >> 32) as u32)
+            .swap_bytes(),
+    );
     let q_end = DNS_HLEN + name_len + 4;
     // QTYPE and QCLASS must be inside the message and the frame.
     if q_end > dns_len {
@@ -449,7 +536,7 @@ fn try_popnet_dns(ctx: &XdpContext) -> Result<u32, Counter> {
     // it is neither freed nor changed during this program run.
     let a = unsafe { &*value };
     let body_len = usize::from(a.body_len);
-    if body_len > MAX_BODY {
+    if body_len + OPT_LEN > MAX_BODY {
         return Err(Counter::PassTooBig);
     }
     let reply_len = q_end + body_len + if opt.is_some() { OPT_LEN } else { 0 };
@@ -489,10 +576,13 @@ fn try_popnet_dns(ctx: &XdpContext) -> Result<u32, Counter> {
             body_sum
         },
     );
-    let mut opt_bytes = [0u8; OPT_LEN];
-    if let Some((_, dnssec_ok)) = opt {
+    let mut dnssec_ok = false;
+    if let Some((_, d)) = opt {
+        // The OPT the map holds after the body: root, type 41, our payload, version 0,
+        // DO as the query's.
+        dnssec_ok = d;
         let p = ours.to_be_bytes();
-        opt_bytes = [
+        let opt_bytes = [
             0,
             0,
             OPT_TYPE as u8,
@@ -500,7 +590,7 @@ fn try_popnet_dns(ctx: &XdpContext) -> Result<u32, Counter> {
             p[1],
             0,
             0,
-            if dnssec_ok { 0x80 } else { 0 },
+            if d { 0x80 } else { 0 },
             0,
             0,
             0,
@@ -539,70 +629,51 @@ fn try_popnet_dns(ctx: &XdpContext) -> Result<u32, Counter> {
         tci,
         addrs,
     };
-    // Shrink at the tail. Grow at the head: XDP guarantees headroom, while tailroom can be
-    // a few bytes (a veth copies each packet into a tight page-pool fragment); moving the
-    // start back leaves the question `shift` bytes past its new place. Grow at the tail
-    // only if the head has no room.
+    // Resize at the tail when the buffer allows (no byte moves). Otherwise grow at the
+    // head: XDP guarantees headroom, while tailroom can be a few bytes (a veth copies
+    // each packet into a tight page-pool fragment); moving the start back leaves the
+    // question `shift` bytes past its new place.
     let delta = (dns + reply_len) as i64 - frame_len as i64;
     let mut shift = 0usize;
-    if delta > 0 && delta <= MAX_HEAD_GROWTH as i64 {
-        // SAFETY: the context pointer comes from the kernel for this run; the helper
-        // checks the headroom.
-        if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(delta as i32)) } == 0 {
-            shift = delta as usize;
-        }
-    }
-    if shift == 0 && delta != 0 {
-        // SAFETY: as above; the helper checks the new length against the buffer.
-        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta as i32) } != 0 {
+    // SAFETY (both helpers): the context pointer comes from the kernel for this run;
+    // the helpers check the new length against the buffer.
+    if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta as i32) } != 0 {
+        if delta > MAX_HEAD_GROWTH as i64
+            || unsafe { bpf_xdp_adjust_head(ctx.ctx, -(delta as i32)) } != 0
+        {
             return Err(Counter::PassAdjust);
         }
+        shift = delta as usize;
     }
 
     // From here the frame is no longer the query: a failure drops it rather than pass
     // a half-written packet.
     let header = [id, flags, 1, a.ancount, a.nscount, arcount];
-    if rewrite(
-        ctx,
-        &q,
-        shift,
-        udp_len,
-        udp_csum,
-        &header,
-        scratch,
-    )
-    .is_err()
-    {
+    if rewrite(ctx, &q, shift, udp_len, udp_csum, &header, scratch).is_err() {
         return Ok(xdp_action::XDP_DROP);
     }
-    if body_len > 0 {
-        // SAFETY: `a.body` holds MAX_BODY bytes and body_len <= MAX_BODY (checked
-        // above); the helper checks the destination range against the frame.
+    // The body, and the OPT after it for an EDNS query, in one store.
+    let stored = body_len + if opt.is_some() { OPT_LEN } else { 0 };
+    if stored > 0 {
+        if stored > MAX_BODY {
+            return Ok(xdp_action::XDP_DROP); // checked before the resize; restated for the verifier
+        }
+        // SAFETY: `a.body` holds MAX_BODY bytes and 0 < stored <= MAX_BODY; the helper
+        // checks the destination range against the frame.
         let rc = unsafe {
             bpf_xdp_store_bytes(
                 ctx.ctx,
                 (dns + q_end) as u32,
                 a.body.as_ptr() as *mut _,
-                body_len as u32,
+                stored as u32,
             )
         };
         if rc != 0 {
             return Ok(xdp_action::XDP_DROP);
         }
     }
-    if opt.is_some() {
-        // SAFETY: a stack buffer of OPT_LEN bytes; the helper checks the destination.
-        let rc = unsafe {
-            bpf_xdp_store_bytes(
-                ctx.ctx,
-                (dns + q_end + body_len) as u32,
-                opt_bytes.as_mut_ptr() as *mut _,
-                OPT_LEN as u32,
-            )
-        };
-        if rc != 0 {
-            return Ok(xdp_action::XDP_DROP);
-        }
+    if dnssec_ok && write(ctx, dns + q_end + body_len + 7, [0x80u8]).is_err() {
+        return Ok(xdp_action::XDP_DROP);
     }
     Ok(xdp_action::XDP_TX)
 }
@@ -774,10 +845,22 @@ fn rewrite(
         // SAFETY: `scratch.question` holds MAX_NAME + 4 bytes and 0 < len <= MAX_NAME + 4; the helpers
         // check both packet ranges.
         unsafe {
-            if bpf_xdp_load_bytes(ctx.ctx, from, scratch.question.as_mut_ptr() as *mut _, len as u32) != 0 {
+            if bpf_xdp_load_bytes(
+                ctx.ctx,
+                from,
+                scratch.question.as_mut_ptr() as *mut _,
+                len as u32,
+            ) != 0
+            {
                 return Err(());
             }
-            if bpf_xdp_store_bytes(ctx.ctx, to, scratch.question.as_mut_ptr() as *mut _, len as u32) != 0 {
+            if bpf_xdp_store_bytes(
+                ctx.ctx,
+                to,
+                scratch.question.as_mut_ptr() as *mut _,
+                len as u32,
+            ) != 0
+            {
                 return Err(());
             }
         }
