@@ -11,21 +11,18 @@
 # rate both can sustain. Server CPU per query comes from /proc/<pid>/task/*/schedstat.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/lib.sh
 SECS=${1:-15}
 ROUNDS=${2:-3}
 LAT_QPS=${LAT_QPS:-20000}
 POPNET_PORT=5410
 NSD_PORT=5411
 
-for pkg in dnsperf:dnsperf nsd:nsd dig:bind9-dnsutils; do
-    command -v "${pkg%%:*}" >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q "${pkg##*:}"; }
-done
+need_tools dnsperf:dnsperf nsd:nsd dig:bind9-dnsutils
 
 echo "# popnet dns vs NSD (dnsperf, loopback)"
 echo
-echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-echo "- machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, $(uname -r)"
-echo "- command: benches/dnsperf-vs-nsd.sh $SECS $ROUNDS (LAT_QPS=$LAT_QPS)"
+bench_header "benches/dnsperf-vs-nsd.sh $SECS $ROUNDS (LAT_QPS=$LAT_QPS)"
 echo "- versions: $(nsd -v 2>&1 | head -1), $(dnsperf -h 2>&1 | grep -m1 Version), popnet $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 echo
 
@@ -124,16 +121,6 @@ done < <(sort -u "$WORK/queries")
 [[ $mismatch == 0 ]] && echo "Every query of the mix gets the same answer and authority sections from both." || exit 1
 echo
 
-cpu_ns() { # on-CPU nanoseconds of every thread of the given pids (scheduler clock,
-    # not tick sampling, which misses processes that sleep at every tick)
-    local t=0 f
-    for p in "$@"; do
-        for f in /proc/"$p"/task/*/schedstat; do
-            [[ -r $f ]] && t=$((t + $(cut -d' ' -f1 "$f")))
-        done
-    done
-    echo $t
-}
 nsd_pids() { pgrep -f "nsd -c $WORK/nsd.conf" | tr '\n' ' '; }
 
 run_round() { # name port pids... -> "qps avg_ms cpu_us_per_query"
@@ -170,20 +157,17 @@ for r in $(seq "$ROUNDS"); do
     done
 done
 echo
-med() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-pq=$(awk '$1=="popnet"{print $2}' "$WORK/results" | med)
-nq=$(awk '$1=="nsd"{print $2}' "$WORK/results" | med)
-pc=$(awk '$1=="popnet"{print $4}' "$WORK/results" | med)
-nc=$(awk '$1=="nsd"{print $4}' "$WORK/results" | med)
+pq=$(awk '$1=="popnet"{print $2}' "$WORK/results" | median)
+nq=$(awk '$1=="nsd"{print $2}' "$WORK/results" | median)
+pc=$(awk '$1=="popnet"{print $4}' "$WORK/results" | median)
+nc=$(awk '$1=="nsd"{print $4}' "$WORK/results" | median)
 
 echo "## Latency at a fixed ${LAT_QPS} queries/s (dnsperf -v, every query timed)"
 echo
 echo "| server | p50 ms | p90 ms | p99 ms | p99.9 ms |"
 echo "| --- | --- | --- | --- | --- |"
 lat() {
-    dnsperf -s 127.0.0.1 -p "$1" -d "$WORK/queries" -l 10 -Q "$LAT_QPS" -c 4 -v 2>/dev/null |
-        awk '$1==">" {print $NF * 1000}' | sort -n |
-        awk '{a[NR]=$1} END {printf "%.3f %.3f %.3f %.3f\n", a[int(NR*0.5)], a[int(NR*0.9)], a[int(NR*0.99)], a[int(NR*0.999)]}'
+    dnsperf -s 127.0.0.1 -p "$1" -d "$WORK/queries" -l 10 -Q "$LAT_QPS" -c 4 -v 2>/dev/null | latency_percentiles
 }
 read -r p50 p90 p99 p999 <<<"$(lat $POPNET_PORT)"
 echo "| popnet | $p50 | $p90 | $p99 | $p999 |"

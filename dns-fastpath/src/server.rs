@@ -77,7 +77,13 @@ pub enum StartError {
     #[error("config cannot be served: {0}")]
     Catalog(#[from] CatalogError),
     #[error("XDP fast path: {0}")]
-    Xdp(#[from] XdpError),
+    Xdp(XdpError),
+}
+
+impl From<XdpError> for StartError {
+    fn from(e: XdpError) -> StartError {
+        StartError::Xdp(e)
+    }
 }
 
 impl StartError {

@@ -368,6 +368,15 @@ fn everything_unusual_is_passed_unchanged() {
     label64.extend(std::iter::repeat_n(b'a', 64));
     label64.extend_from_slice(&[0, 0, 1, 0, 1]);
     pass(Datagram::query(src, dst, 1, label64), "label of 64");
+    // A name of 321 bytes: longer than DNS allows (255); userspace answers FORMERR.
+    let mut over255 = vec![0u8; 12];
+    over255[5] = 1;
+    for _ in 0..5 {
+        over255.push(63);
+        over255.extend(std::iter::repeat_n(b'x', 63));
+    }
+    over255.extend_from_slice(&[0, 0, 1, 0, 1]);
+    pass(Datagram::query(src, dst, 1, over255), "name over 255 bytes");
     let long = format!("{}.shop.example", ["abcdefghij"; 13].join("."));
     pass(
         Datagram::query(src, dst, 1, query(1, &long, RType::A, None, 0)),

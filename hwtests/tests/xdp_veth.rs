@@ -395,3 +395,149 @@ fn now_ms() -> u64 {
         .unwrap()
         .as_millis() as u64
 }
+
+#[test]
+fn an_interface_with_another_program_is_an_error_naming_the_fix() {
+    if !privileged("an_interface_with_another_program_is_an_error_naming_the_fix") {
+        return;
+    }
+    let lab = Lab::new();
+    let dir = tempdir();
+    let cfg = dir.join("popnet.toml");
+    std::fs::write(&cfg, config()).unwrap();
+    // Someone else's program on the server end.
+    let _other = Guard(
+        lab.cmd(&lab.server, bin("popnet").to_str().unwrap())
+            .args(["xdp-pass", &lab.server_if])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lab.has_xdp(&lab.server, &lab.server_if) {
+        assert!(
+            Instant::now() < deadline,
+            "the other program did not attach"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = lab
+        .cmd(&lab.server, bin("popnet").to_str().unwrap())
+        .args(["dns", "--config"])
+        .arg(&cfg)
+        .args(["--xdp", &lab.server_if])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "popnet started on a busy interface");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("already has an XDP program")
+            && err.contains(&format!("ip link set dev {} xdp off", lab.server_if)),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn without_the_privilege_it_answers_from_userspace_and_says_so_once() {
+    if !privileged("without_the_privilege_it_answers_from_userspace_and_says_so_once") {
+        return;
+    }
+    let lab = Lab::new();
+    let dir = tempdir();
+    let cfg = dir.join("popnet.toml");
+    // An unprivileged port, admin elsewhere: the server runs as nobody.
+    std::fs::write(
+        &cfg,
+        config()
+            .replace("192.0.2.1:53\"", "192.0.2.1:5300\"")
+            .replace(
+                "\"[2001:db8::1]:53\", \"203.0.113.1:53\"",
+                "\"[2001:db8::1]:5300\"",
+            ),
+    )
+    .unwrap();
+    let mut perms = std::fs::metadata(&dir).unwrap().permissions();
+    use std::os::unix::fs::PermissionsExt;
+    perms.set_mode(0o755);
+    std::fs::set_permissions(&dir, perms).unwrap();
+    let server = Guard(
+        lab.cmd(&lab.server, "setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+                "--",
+            ])
+            .arg(bin("popnet"))
+            .args(["dns", "--config"])
+            .arg(&cfg)
+            .args(["--xdp", &lab.server_if, "--reports", "192.0.2.1:5301"])
+            .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let mut answer = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while answer.is_empty() && Instant::now() < deadline {
+        let out = lab
+            .cmd(&lab.client, "dig")
+            .args([
+                "@192.0.2.1",
+                "-p",
+                "5300",
+                "-b",
+                "198.51.100.7",
+                "+short",
+                "+tries=1",
+                "+time=1",
+                "www.shop.example",
+                "A",
+            ])
+            .output()
+            .unwrap();
+        answer = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with(';'))
+            .map(str::to_string)
+            .collect();
+    }
+    assert_eq!(
+        answer,
+        ["203.0.113.10"],
+        "no answer from the unprivileged server"
+    );
+    // Queries are answered while the XDP program loads; the admin listener starts last.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let st = loop {
+        if let Some(v) = stats(&lab) {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the admin listener did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(st["xdp"]["state"], "unavailable", "{}", st["xdp"]);
+    assert!(
+        st["xdp"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no privilege"),
+        "{}",
+        st["xdp"]
+    );
+    assert!(!lab.has_xdp(&lab.server, &lab.server_if));
+    drop(server);
+    let err = std::fs::read_to_string(dir.join("stderr")).unwrap();
+    assert_eq!(
+        err.matches("XDP fast path unavailable").count(),
+        1,
+        "stderr: {err:?}"
+    );
+    assert!(err.contains("answering from userspace only"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -213,33 +213,3 @@ fn wrong_arguments_are_usage_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
-
-#[test]
-fn popctl_config_check_accepts_the_examples_and_prints_the_demo() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new(popctl_bin())
-        .args(["config", "check"])
-        .arg(root.join("examples/single-pop.toml"))
-        .arg(root.join("examples/three-pop.toml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout)
-            .matches(": valid")
-            .count(),
-        2
-    );
-    let out = Command::new(popctl_bin())
-        .args(["config", "demo"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        popnet_config::DEMO_TOML
-    );
-}

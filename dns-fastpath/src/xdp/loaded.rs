@@ -389,19 +389,25 @@ fn aya_mode(mode: XdpMode) -> aya::programs::XdpMode {
 }
 
 fn attach_err(iface: &str, mode: XdpMode, e: ProgramError) -> XdpError {
-    let text = format!("{e:#}");
-    match &e {
-        ProgramError::UnknownInterface { .. } => XdpError::NoInterface {
+    let errno = match &e {
+        ProgramError::SyscallError(s) => s.io_error.raw_os_error(),
+        _ => None,
+    };
+    match (&e, errno) {
+        (ProgramError::UnknownInterface { .. }, _) => XdpError::NoInterface {
             iface: iface.to_string(),
         },
-        _ if text.contains("Device or resource busy") || text.contains("EBUSY") => XdpError::Busy {
+        (_, Some(libc::EBUSY | libc::EEXIST)) => XdpError::Busy {
             iface: iface.to_string(),
         },
-        _ if text.contains("Operation not permitted") => XdpError::Permission(text),
+        (_, Some(libc::EPERM | libc::EACCES)) => XdpError::Permission(format!("{e:#}")),
         _ => XdpError::Attach {
             iface: iface.to_string(),
             mode,
-            reason: text,
+            reason: match &e {
+                ProgramError::SyscallError(s) => format!("{}: {}", s.call, s.io_error),
+                other => format!("{other:#}"),
+            },
         },
     }
 }
