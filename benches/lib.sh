@@ -32,7 +32,7 @@ cpu_ns() {
 
 # Busy time of the whole machine in nanoseconds (all CPUs, /proc/stat, 10 ms ticks).
 machine_busy_ns() {
-    awk '/^cpu / { busy = $2 + $3 + $4 + $7 + $8 + $9; print busy * 10000000 }' /proc/stat
+    awk '/^cpu / { busy = $2 + $3 + $4 + $7 + $8 + $9; printf "%.0f\n", busy * 10000000 }' /proc/stat
 }
 
 # Median of numbers on stdin.
