@@ -33,17 +33,14 @@
 //! Receivers verify the MAC before reading anything else, refuse unknown versions and
 //! flag bits, and order reports of one sender by `(sent_at, seq)` to drop replays.
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
-type HmacSha256 = Hmac<Sha256>;
+use crate::wire::{self, Bad, Cursor};
 
 /// First bytes of every report.
 pub const MAGIC: [u8; 4] = *b"PNMR";
 /// The version this code writes and reads.
 pub const VERSION: u8 = 1;
 /// Length of the trailing MAC.
-pub const MAC_LEN: usize = 32;
+pub const MAC_LEN: usize = wire::MAC_LEN;
 /// Largest datagram a receiver accepts.
 pub const MAX_DATAGRAM: usize = 65_507;
 /// Size the sender keeps each datagram under, so reports are never IP-fragmented.
@@ -136,7 +133,7 @@ impl Report {
         for e in &self.entries {
             encode_entry(&mut out, e)?;
         }
-        let mac = mac(key, &out);
+        let mac = wire::mac(key, &out);
         out.extend_from_slice(&mac);
         if out.len() > MAX_DATAGRAM {
             return Err(ReportError::Unencodable(
@@ -164,17 +161,14 @@ impl Report {
         if datagram[4] != VERSION {
             return Err(ReportError::UnsupportedVersion(datagram[4]));
         }
-        let (body, tag) = datagram.split_at(datagram.len() - MAC_LEN);
-        let mut m = new_mac(key);
-        m.update(body);
-        m.verify_slice(tag).map_err(|_| ReportError::BadMac)?;
+        let body = wire::verify(key, datagram).ok_or(ReportError::BadMac)?;
 
-        let mut c = Cursor { buf: body, pos: 5 };
+        let mut c = Cursor::new(body, 5);
         if c.u8("flags")? != 0 {
-            return Err(c.bad("unknown flags"));
+            return Err(c.bad("unknown flags").into());
         }
         if c.u16("reserved")? != 0 {
-            return Err(c.bad("reserved bytes not zero"));
+            return Err(c.bad("reserved bytes not zero").into());
         }
         let sender = c.string(MAX_SENDER, "sender")?;
         let seq = c.u64("seq")?;
@@ -185,7 +179,7 @@ impl Report {
             entries.push(decode_entry(&mut c)?);
         }
         if c.pos != body.len() {
-            return Err(c.bad("bytes after the last entry"));
+            return Err(c.bad("bytes after the last entry").into());
         }
         Ok(Report {
             sender,
@@ -290,7 +284,7 @@ fn decode_entry(c: &mut Cursor<'_>) -> Result<Entry, ReportError> {
     let measured_at_ms = c.u64("measured_at")?;
     let present = c.u8("present")?;
     if present & !KNOWN_BITS != 0 {
-        return Err(c.bad("unknown field bits in entry"));
+        return Err(c.bad("unknown field bits in entry").into());
     }
     let mut e = Entry {
         server,
@@ -301,7 +295,7 @@ fn decode_entry(c: &mut Cursor<'_>) -> Result<Entry, ReportError> {
         let up = match c.u8("health")? {
             0 => false,
             1 => true,
-            _ => return Err(c.bad("health is neither 0 nor 1")),
+            _ => return Err(c.bad("health is neither 0 nor 1").into()),
         };
         let availability = c.fraction(10_000, "availability")?;
         e.health = Some(Health { up, availability });
@@ -318,7 +312,7 @@ fn decode_entry(c: &mut Cursor<'_>) -> Result<Entry, ReportError> {
     if present & HAS_LATENCY != 0 {
         let n = c.u8("latency count")?;
         if n == 0 {
-            return Err(c.bad("latency present with no views"));
+            return Err(c.bad("latency present with no views").into());
         }
         for _ in 0..n {
             let view = c.string(MAX_VIEW, "view")?;
@@ -329,27 +323,8 @@ fn decode_entry(c: &mut Cursor<'_>) -> Result<Entry, ReportError> {
     Ok(e)
 }
 
-fn new_mac(key: &[u8]) -> HmacSha256 {
-    match HmacSha256::new_from_slice(key) {
-        Ok(m) => m,
-        // HMAC accepts keys of any length (RFC 2104 §2).
-        Err(_) => unreachable!("HMAC-SHA256 takes keys of every length"),
-    }
-}
-
-fn mac(key: &[u8], body: &[u8]) -> [u8; MAC_LEN] {
-    let mut m = new_mac(key);
-    m.update(body);
-    m.finalize().into_bytes().into()
-}
-
 fn put_str(out: &mut Vec<u8>, s: &str, max: usize, why: &'static str) -> Result<(), ReportError> {
-    if s.is_empty() || s.len() > max {
-        return Err(ReportError::Unencodable(why));
-    }
-    out.push(s.len() as u8);
-    out.extend_from_slice(s.as_bytes());
-    Ok(())
+    wire::put_str(out, s, max).ok_or(ReportError::Unencodable(why))
 }
 
 fn fixed(v: f32, max: f32, why: &'static str) -> Result<u16, ReportError> {
@@ -366,72 +341,12 @@ fn micros(ms: f32) -> Result<u32, ReportError> {
     Ok((ms * 1000.0).round() as u32)
 }
 
-struct Cursor<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl Cursor<'_> {
-    fn bad(&self, reason: &'static str) -> ReportError {
+impl From<Bad> for ReportError {
+    fn from(b: Bad) -> ReportError {
         ReportError::Malformed {
-            offset: self.pos,
-            reason,
+            offset: b.offset,
+            reason: b.reason,
         }
-    }
-
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&[u8], ReportError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or(ReportError::Malformed {
-                offset: self.pos,
-                reason: what,
-            })?;
-        let s = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-
-    fn u8(&mut self, what: &'static str) -> Result<u8, ReportError> {
-        Ok(self.take(1, what)?[0])
-    }
-
-    fn u16(&mut self, what: &'static str) -> Result<u16, ReportError> {
-        let b = self.take(2, what)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
-
-    fn u32(&mut self, what: &'static str) -> Result<u32, ReportError> {
-        let b = self.take(4, what)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn u64(&mut self, what: &'static str) -> Result<u64, ReportError> {
-        let b = self.take(8, what)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_be_bytes(a))
-    }
-
-    fn fraction(&mut self, max: u16, what: &'static str) -> Result<f32, ReportError> {
-        let v = self.u16(what)?;
-        if v > max {
-            return Err(self.bad("fraction out of range"));
-        }
-        Ok(f32::from(v) / 10_000.0)
-    }
-
-    fn string(&mut self, max: usize, what: &'static str) -> Result<String, ReportError> {
-        let n = usize::from(self.u8(what)?);
-        if n == 0 || n > max {
-            return Err(self.bad("string length out of range"));
-        }
-        let b = self.take(n, what)?;
-        String::from_utf8(b.to_vec()).map_err(|_| ReportError::Malformed {
-            offset: self.pos - n,
-            reason: "string is not UTF-8",
-        })
     }
 }
 
@@ -529,7 +444,7 @@ mod tests {
         let present_at = 8 + 5 + 8 + 8 + 2 + 10 + 8;
         assert_eq!(body[present_at], 0x1f);
         body[present_at] |= 0x80;
-        let tag = mac(KEY, &body);
+        let tag = wire::mac(KEY, &body);
         body.extend_from_slice(&tag);
         assert!(matches!(
             Report::decode(&body, KEY),
