@@ -25,7 +25,7 @@ pub fn idle_table(cfg: &Config) -> AnswerTable {
         std::time::Instant::now(),
         dns_fastpath::metrics::unix_ms(),
     );
-    AnswerTable::build(cat, sel.selections().clone(), 1)
+    AnswerTable::build(cat, sel.selections().clone(), Default::default(), 1)
 }
 
 /// A query as a resolver sends it: RD clear, EDNS with a 1232-byte payload.

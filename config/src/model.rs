@@ -132,6 +132,25 @@ pub struct ProbeSettings {
     /// Check run against every POP cache unless the POP sets its own.
     #[serde(default)]
     pub cache_check: Check,
+    /// How often a DNS server has the probes re-measure their latency to a resolver it
+    /// keeps seeing.
+    #[serde(default = "defaults::resolver_refresh", with = "duration")]
+    pub resolver_refresh: Duration,
+    /// A resolver latency older than this counts as unknown (and the resolver falls back
+    /// to its configured view).
+    #[serde(default = "defaults::resolver_stale_after", with = "duration")]
+    pub resolver_stale_after: Duration,
+    /// Most resolvers a DNS server keeps track of (the least recently seen go first).
+    #[serde(default = "defaults::resolver_max")]
+    pub resolver_max: usize,
+    /// Most resolver addresses per second a DNS server asks the probes to measure.
+    #[serde(default = "defaults::resolver_rate")]
+    pub resolver_rate: u32,
+    /// Add each probe's latency to this DNS server to its latency to the resolvers (the
+    /// seed's "sum of latencies": a probe that is far from the DNS server sees the
+    /// resolvers from farther away).
+    #[serde(default)]
+    pub sum_latencies: bool,
 }
 
 /// A service check run by the probes against one target.
@@ -490,6 +509,18 @@ mod defaults {
     }
     pub fn recovery() -> Duration {
         Duration::from_secs(2)
+    }
+    pub fn resolver_refresh() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn resolver_stale_after() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn resolver_max() -> usize {
+        100_000
+    }
+    pub fn resolver_rate() -> u32 {
+        1_000
     }
     pub fn cache_admin() -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], 5381))

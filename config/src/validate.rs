@@ -263,6 +263,27 @@ fn probes(p: &mut Problems, s: &ProbeSettings) {
         );
     }
     check(p, "probes.cache_check", &s.cache_check);
+    if s.resolver_refresh < Duration::from_secs(1) {
+        p.add(
+            "probes.resolver_refresh",
+            "shorter than 1s",
+            "use e.g. \"60s\"",
+        );
+    }
+    if s.resolver_stale_after <= s.resolver_refresh {
+        p.add(
+            "probes.resolver_stale_after",
+            "must be longer than probes.resolver_refresh, or resolver latencies go stale between measurements",
+            "use about three refresh intervals",
+        );
+    }
+    if s.resolver_max == 0 || s.resolver_rate == 0 {
+        p.add(
+            "probes",
+            "resolver_max and resolver_rate must be positive",
+            "leave them out for the defaults (100000 resolvers, 1000/s)",
+        );
+    }
 }
 
 fn check(p: &mut Problems, path: &str, c: &Check) {

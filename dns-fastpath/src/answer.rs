@@ -11,6 +11,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use dns_wire::{Encoder, Header, Name, Question, RClass, RData, RType, Rcode, Record};
@@ -18,7 +19,7 @@ use xxhash_rust::xxh3::Xxh3Builder;
 
 use crate::catalog::{Catalog, Family, Node, RRset, ZoneId};
 use crate::selector::Selections;
-use crate::views::ViewId;
+use crate::views::{ViewId, ViewMatch};
 
 /// Longest CNAME chain followed inside our zones.
 const MAX_CHAIN: usize = 8;
@@ -306,6 +307,9 @@ pub fn table_key<'b>(
 pub struct AnswerTable {
     pub catalog: Arc<Catalog>,
     pub selections: Selections,
+    /// Resolvers placed in a dynamic view by latency (exact addresses, consulted before
+    /// the configured prefixes).
+    pub resolver_views: Arc<HashMap<IpAddr, ViewId>>,
     /// Increases with every table published.
     pub generation: u64,
     map: HashMap<Box<[u8]>, Arc<Answer>, Xxh3Builder>,
@@ -313,7 +317,12 @@ pub struct AnswerTable {
 
 impl AnswerTable {
     /// Computes every answer of `catalog` under `selections`.
-    pub fn build(catalog: Arc<Catalog>, selections: Selections, generation: u64) -> AnswerTable {
+    pub fn build(
+        catalog: Arc<Catalog>,
+        selections: Selections,
+        resolver_views: Arc<HashMap<IpAddr, ViewId>>,
+        generation: u64,
+    ) -> AnswerTable {
         let mut map = HashMap::with_hasher(Xxh3Builder::new());
         let mut kbuf = [0u8; MAX_KEY];
         {
@@ -348,9 +357,23 @@ impl AnswerTable {
         AnswerTable {
             catalog,
             selections,
+            resolver_views,
             generation,
             map,
         }
+    }
+
+    /// The view of a client: its resolver's dynamic view if it has one (only for a
+    /// source address, not a client subnet), else the longest configured prefix.
+    pub fn view_of(&self, addr: IpAddr, from_subnet: bool) -> ViewMatch {
+        if !from_subnet && let Some(&view) = self.resolver_views.get(&addr) {
+            let bits = if addr.is_ipv4() { 32 } else { 128 };
+            return ViewMatch {
+                view,
+                prefix_len: bits,
+            };
+        }
+        self.catalog.views.lookup(addr)
     }
 
     /// The precomputed answer for a lowercase wire name, if there is one.

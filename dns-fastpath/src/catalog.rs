@@ -172,6 +172,18 @@ pub struct Catalog {
     pub views: Views,
     /// Region of each view id (index = view id; the default view has none).
     pub view_regions: Vec<Option<String>>,
+    /// The dynamic views: `near:<pop>` for every POP with a probe, holding the resolvers
+    /// whose lowest measured latency is from that POP (see `resolvers`).
+    pub near_views: Vec<NearView>,
+}
+
+/// A view of the resolvers nearest to one POP.
+#[derive(Debug, Clone)]
+pub struct NearView {
+    pub view: ViewId,
+    pub pop: String,
+    /// The POP's latency probe (`[pops.probe] listen`).
+    pub probe: std::net::SocketAddr,
 }
 
 fn split(addrs: &[IpAddr]) -> (Vec<Ipv4Addr>, Vec<Ipv6Addr>) {
@@ -224,7 +236,19 @@ impl Catalog {
             view_regions: std::iter::once(None)
                 .chain(cfg.views.iter().map(|v| v.region.clone()))
                 .collect(),
+            near_views: Vec::new(),
         };
+        for pop in &cfg.pops {
+            if let Some(p) = &pop.probe {
+                let view = cat.views.add_dynamic(format!("near:{}", pop.name));
+                cat.view_regions.push(Some(pop.region.clone()));
+                cat.near_views.push(NearView {
+                    view,
+                    pop: pop.name.clone(),
+                    probe: p.listen,
+                });
+            }
+        }
         let net_zone = name("network.zone", &cfg.network.zone)?;
         let hostmaster = name("network.hostmaster", &cfg.hostmaster())?;
         let t = &cfg.network.soa;

@@ -1,11 +1,14 @@
-//! The control loop: receives metric reports, re-runs the selector, publishes answer tables.
+//! The control loop: receives metric reports and latency-probe answers, re-runs the selector, publishes answer tables.
 //!
 //! It ticks every [`TICK`] (figures age out and recovering servers come back even when no
 //! report arrives) and right after every accepted report, so a report that changes an
-//! answer is visible to the query workers within one table build of its arrival.
+//! answer is visible to the query workers within one table build of its arrival. Each
+//! tick it also takes the resolvers the workers saw, sends the latency requests that are
+//! due, and re-places resolvers in their dynamic views ([`crate::resolvers`]).
 
+use std::collections::HashMap;
 use std::io;
-use std::net::UdpSocket;
+use std::net::{IpAddr, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -16,6 +19,7 @@ use serde::Serialize;
 use crate::answer::AnswerTable;
 use crate::catalog::{Catalog, Family, ServerKind};
 use crate::metrics::{MetricsTable, RawHealth, Stamped, unix_ms};
+use crate::resolvers::{self, Resolvers};
 use crate::selector::{Selector, Terms, Tier};
 use crate::server::{Shared, transient};
 use crate::views::ViewId;
@@ -29,32 +33,60 @@ pub struct ControlState {
     pub catalog: Arc<Catalog>,
     pub metrics: MetricsTable,
     pub selector: Selector,
+    pub resolvers: Resolvers,
+    pub resolver_views: Arc<HashMap<IpAddr, ViewId>>,
     pub generation: u64,
 }
 
 impl ControlState {
-    pub fn new(catalog: Arc<Catalog>, metrics: MetricsTable, recovery: Duration) -> ControlState {
+    pub fn new(
+        catalog: Arc<Catalog>,
+        metrics: MetricsTable,
+        resolvers: Resolvers,
+        recovery: Duration,
+    ) -> ControlState {
         let selector = Selector::new(&catalog, recovery);
         ControlState {
             catalog,
             metrics,
             selector,
+            resolvers,
+            resolver_views: Arc::default(),
             generation: 0,
         }
     }
 
-    /// Re-runs the selector; builds a new table if an answer changed (or none exists yet).
+    /// Re-places resolvers, re-runs the selector; builds a new table if an answer or a
+    /// resolver's view changed (or none exists yet).
     pub fn refresh(&mut self, force: bool) -> Option<AnswerTable> {
-        let changed =
-            self.selector
-                .reselect(&self.catalog, &self.metrics, Instant::now(), unix_ms());
-        if !(changed || force) {
+        let now_ms = unix_ms();
+        for (pop, view, ms, at) in self.resolvers.view_latencies(&self.catalog.views, now_ms) {
+            self.metrics.set_latency(
+                &popnet_config::pop_server_id(&pop),
+                resolvers::SENDER,
+                &view,
+                ms,
+                at,
+            );
+        }
+        let moved = match self.resolvers.assign(now_ms) {
+            Some(map) => {
+                self.resolver_views = Arc::new(map);
+                true
+            }
+            None => false,
+        };
+        let changed = self
+            .selector
+            .reselect(&self.catalog, &self.metrics, Instant::now(), now_ms);
+        if !(changed || moved || force) {
             return None;
         }
         self.generation += 1;
         Some(AnswerTable::build(
             self.catalog.clone(),
             self.selector.selections().clone(),
+            self.resolver_views.clone(),
             self.generation,
         ))
     }
@@ -197,10 +229,20 @@ pub fn start(
             while !shared.stop.load(Ordering::Relaxed) {
                 let mut dirty = false;
                 match sock.recv_from(&mut buf) {
-                    Ok((n, from)) => match lock(&state).metrics.ingest(&buf[..n], unix_ms()) {
-                        Ok(_) => dirty = true,
-                        Err(e) => tracing::debug!(%from, error = %e, "metric report refused"),
-                    },
+                    Ok((n, from)) => {
+                        let datagram = &buf[..n];
+                        let mut st = lock(&state);
+                        if datagram.starts_with(&probe::latency::RESPONSE_MAGIC) {
+                            dirty = st.resolvers.take_datagram(datagram);
+                        } else {
+                            match st.metrics.ingest(datagram, unix_ms()) {
+                                Ok(_) => dirty = true,
+                                Err(e) => {
+                                    tracing::debug!(%from, error = %e, "metric report refused")
+                                }
+                            }
+                        }
+                    }
                     Err(e) if transient(&e) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "report socket receive failed");
@@ -209,7 +251,25 @@ pub fn start(
                 }
                 if dirty || last_tick.elapsed() >= TICK {
                     last_tick = Instant::now();
-                    let table = lock(&state).refresh(false);
+                    let (table, requests) = {
+                        let mut st = lock(&state);
+                        let now = Instant::now();
+                        while let Ok(addr) = shared.seen.1.try_recv() {
+                            st.resolvers.seen(addr, now);
+                        }
+                        if let Some(x) = shared.xdp.get() {
+                            for addr in x.drain_seen() {
+                                st.resolvers.seen(addr, now);
+                            }
+                        }
+                        let requests = st.resolvers.due_requests(now, unix_ms());
+                        (st.refresh(false), requests)
+                    };
+                    for (probe, bytes) in requests {
+                        if let Err(e) = sock.send_to(&bytes, probe) {
+                            tracing::debug!(%probe, error = %e, "latency request not sent");
+                        }
+                    }
                     if let Some(t) = table {
                         tracing::debug!(
                             generation = t.generation,

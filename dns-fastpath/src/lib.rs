@@ -10,6 +10,7 @@ pub mod answer;
 pub mod catalog;
 pub mod control;
 pub mod metrics;
+pub mod resolvers;
 pub mod respond;
 pub mod selector;
 pub mod server;

@@ -250,6 +250,24 @@ impl MetricsTable {
         Ok(applied)
     }
 
+    /// Records a latency figure derived on this server (from resolver latency probes)
+    /// as if `sender` had reported it. Unknown servers and views are ignored.
+    pub fn set_latency(&mut self, server: &str, sender: &str, view: &str, ms: f32, at_ms: u64) {
+        if !self.views.iter().any(|v| v == view) {
+            return;
+        }
+        if let Some(per_sender) = self.servers.get_mut(server) {
+            let f = per_sender.entry(sender.to_string()).or_default();
+            let slot = f
+                .latency
+                .entry(view.to_string())
+                .or_insert(Stamped { value: ms, at_ms });
+            if slot.at_ms <= at_ms {
+                *slot = Stamped { value: ms, at_ms };
+            }
+        }
+    }
+
     fn fresh<T: Copy>(&self, s: &Stamped<T>, now_ms: u64) -> bool {
         now_ms.saturating_sub(s.at_ms) <= self.stale_after_ms && s.at_ms <= now_ms + MAX_FUTURE_MS
     }

@@ -256,7 +256,8 @@ pub fn respond(
         _ => src,
     };
     let views = &table.catalog.views;
-    let m = views.lookup(client);
+    let from_subnet = ecs.as_ref().is_some_and(|cs| cs.source_prefix > 0);
+    let m = table.view_of(client, from_subnet);
 
     let mut lc = [0u8; dns_wire::name::MAX_NAME_LEN];
     let n = q.lowercase_qname(&mut lc);

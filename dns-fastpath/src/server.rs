@@ -1,7 +1,7 @@
 //! Starting and stopping the DNS role: sockets, threads, the shared answer table.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -14,6 +14,7 @@ use crate::answer::AnswerTable;
 use crate::catalog::{Catalog, CatalogError};
 use crate::control::{self, ControlState};
 use crate::metrics::MetricsTable;
+use crate::resolvers::Resolvers;
 use crate::stats::Counters;
 use crate::xdp::{self, FastPath, ProgramSettings, XdpError, XdpMode, XdpState};
 use crate::{admin, tcp, udp};
@@ -31,6 +32,39 @@ pub struct Shared {
     pub xdp: OnceLock<Arc<xdp::Runtime>>,
     /// What the fast path is doing (off, unavailable and why, attached).
     pub xdp_state: Mutex<XdpState>,
+    /// Resolver addresses the workers saw, for the control loop (bounded; a full channel
+    /// drops, the resolver is noted again later).
+    pub seen: (
+        crossbeam_channel::Sender<IpAddr>,
+        crossbeam_channel::Receiver<IpAddr>,
+    ),
+}
+
+/// What one worker reports of the resolvers it sees: each address once per second.
+pub struct SeenFilter {
+    recent: std::collections::HashSet<IpAddr>,
+    cleared: Instant,
+}
+
+impl Default for SeenFilter {
+    fn default() -> SeenFilter {
+        SeenFilter {
+            recent: std::collections::HashSet::new(),
+            cleared: Instant::now(),
+        }
+    }
+}
+
+impl SeenFilter {
+    pub fn note(&mut self, shared: &Shared, addr: IpAddr) {
+        if self.cleared.elapsed() >= std::time::Duration::from_secs(1) {
+            self.recent.clear();
+            self.cleared = Instant::now();
+        }
+        if self.recent.len() < 65_536 && self.recent.insert(addr) {
+            let _ = shared.seen.0.try_send(addr);
+        }
+    }
 }
 
 impl Shared {
@@ -160,10 +194,16 @@ impl DnsServer {
             cfg.probes.report_key.as_bytes(),
             cfg.probes.stale_after.as_millis() as u64,
             catalog.servers.iter().map(|s| s.id.clone()),
-            cfg.views.iter().map(|v| v.name.clone()).collect(),
+            catalog.views.names().map(str::to_string).collect(),
         );
         let reports_counters = metrics.counters();
-        let mut state = ControlState::new(catalog, metrics, cfg.probes.recovery);
+        let own = svc
+            .effective_addresses()
+            .into_iter()
+            .find(|a| !a.is_unspecified());
+        let resolvers = Resolvers::new(&catalog, &cfg.probes, &pop.name, own);
+        let track_resolvers = resolvers.active();
+        let mut state = ControlState::new(catalog, metrics, resolvers, cfg.probes.recovery);
         let first = match state.refresh(true) {
             Some(t) => t,
             None => unreachable!("a forced refresh always builds a table"),
@@ -176,6 +216,7 @@ impl DnsServer {
             counters: Mutex::new(Vec::new()),
             xdp: OnceLock::new(),
             xdp_state: Mutex::new(XdpState::Off),
+            seen: crossbeam_channel::bounded(16_384),
         });
 
         // Bind everything before starting anything, so a bad address fails cleanly.
@@ -223,6 +264,7 @@ impl DnsServer {
                 let settings = ProgramSettings {
                     listen: server.udp.clone(),
                     udp_payload: cfg.dns.udp_payload,
+                    track_resolvers,
                 };
                 if let Some(t) = start_xdp(&shared, &settings, &ifaces, mode)? {
                     server.threads.push(t);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::respond::{Outcome, Transport, respond};
-use crate::server::{Shared, StartError, transient};
+use crate::server::{SeenFilter, Shared, StartError, transient};
 use crate::stats::Counters;
 use crate::sys::Batch;
 
@@ -88,6 +88,7 @@ pub fn start(
 
 fn worker(sock: UdpSocket, shared: Arc<Shared>, counters: Arc<Counters>) {
     let mut batch = Batch::new(BATCH);
+    let mut seen = SeenFilter::default();
     let payload = shared.udp_payload;
     while !shared.stop.load(Ordering::Relaxed) {
         let n = match batch.recv(&sock) {
@@ -110,8 +111,9 @@ fn worker(sock: UdpSocket, shared: Arc<Shared>, counters: Arc<Counters>) {
                 continue;
             };
             let o = respond(&table, payload, packet, src.ip(), Transport::Udp, reply);
-            if let Outcome::Dropped(_) = o {
-                reply.clear();
+            match o {
+                Outcome::Dropped(_) => reply.clear(),
+                Outcome::Answered { .. } => seen.note(&shared, src.ip()),
             }
             counters.record(&o);
         }

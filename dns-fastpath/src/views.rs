@@ -153,6 +153,18 @@ impl Views {
         self.prefixes.iter().copied()
     }
 
+    /// Adds a view without prefixes (resolvers join it by address at run time); returns
+    /// its id.
+    pub fn add_dynamic(&mut self, name: String) -> ViewId {
+        self.names.push(name);
+        ViewId::try_from(self.names.len() - 1).unwrap_or(ViewId::MAX)
+    }
+
+    /// Names of every view but the default one, in id order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().skip(1).map(String::as_str)
+    }
+
     /// Display name of a view id.
     pub fn name(&self, v: ViewId) -> &str {
         self.names.get(usize::from(v)).map_or("?", String::as_str)

@@ -19,7 +19,7 @@ static TABLE: LazyLock<AnswerTable> = LazyLock::new(|| {
     let metrics = MetricsTable::new(b"k", 5_000, cat.servers.iter().map(|s| s.id.clone()), Vec::new());
     let mut sel = Selector::new(&cat, cfg.probes.recovery);
     sel.reselect(&cat, &metrics, std::time::Instant::now(), unix_ms());
-    AnswerTable::build(cat, sel.selections().clone(), 1)
+    AnswerTable::build(cat, sel.selections().clone(), Default::default(), 1)
 });
 
 fuzz_target!(|data: &[u8]| {

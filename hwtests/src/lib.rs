@@ -40,7 +40,7 @@ pub fn idle_table(cfg: &Config) -> AnswerTable {
     );
     let mut sel = Selector::new(&cat, cfg.probes.recovery);
     sel.reselect(&cat, &metrics, std::time::Instant::now(), unix_ms());
-    AnswerTable::build(cat, sel.selections().clone(), 1)
+    AnswerTable::build(cat, sel.selections().clone(), Default::default(), 1)
 }
 
 /// A network for XDP tests: two views (documentation ranges), two origins, names of

@@ -23,6 +23,7 @@ fn fixture(config: &str) -> Fixture {
     let settings = ProgramSettings {
         listen: cfg.pops[0].dns.as_ref().unwrap().listen.clone(),
         udp_payload: cfg.dns.udp_payload,
+        track_resolvers: false,
     };
     let fp = FastPath::load(&settings, &table.catalog.views, &table)
         .unwrap_or_else(|e| panic!("loading the XDP program: {e}"));

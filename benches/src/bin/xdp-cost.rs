@@ -25,6 +25,7 @@ fn main() {
     let settings = ProgramSettings {
         listen: cfg.pops[0].dns.as_ref().expect("dns").listen.clone(),
         udp_payload: cfg.dns.udp_payload,
+        track_resolvers: false,
     };
     let fp = match FastPath::load(&settings, &table.catalog.views, &table) {
         Ok(f) => f,

@@ -179,7 +179,7 @@ mod tests {
         );
         let mut sel = Selector::new(&cat, cfg.probes.recovery);
         sel.reselect(&cat, &m, std::time::Instant::now(), unix_ms());
-        AnswerTable::build(cat, sel.selections().clone(), 1)
+        AnswerTable::build(cat, sel.selections().clone(), Default::default(), 1)
     }
 
     #[test]

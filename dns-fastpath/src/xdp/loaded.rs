@@ -8,12 +8,12 @@ use aya::maps::{ArrayOfMaps, HashMap, MapData, PerCpuArray};
 use aya::programs::{ProgramError, Xdp};
 use aya::{Ebpf, EbpfError, EbpfLoader, TestRun as _, TestRunOptions};
 use ipnet::IpNet;
-use popnet_common::{AnswerKey, AnswerValue, COUNTERS, MAX_ANSWERS, MAX_LISTEN};
+use popnet_common::{AnswerKey, AnswerValue, COUNTERS, MAX_ANSWERS, MAX_LISTEN, RESOLVER_ENTRY};
 
 use super::entries::{Diff, entries_of};
 use super::{ProgramSettings, TestRun, XdpCounters, XdpError, XdpMode};
 use crate::answer::AnswerTable;
-use crate::views::Views;
+use crate::views::{ViewId, Views};
 
 /// The program object built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/popnet-ebpf"));
@@ -53,6 +53,8 @@ pub struct FastPath {
     attached: Vec<(String, XdpMode, aya::programs::xdp::XdpLinkId)>,
     /// Our EDNS payload size, in the OPT template of every map value.
     payload: u16,
+    /// The exact resolver entries written into the view tries.
+    resolvers: StdHashMap<IpAddr, ViewId>,
 }
 
 impl FastPath {
@@ -100,6 +102,7 @@ impl FastPath {
             .override_global("LISTEN4_LEN", &n4, true)
             .override_global("LISTEN6", &l6, true)
             .override_global("LISTEN6_LEN", &n6, true)
+            .override_global("TRACK_RESOLVERS", &u8::from(settings.track_resolvers), true)
             .load(OBJECT)
             .map_err(load_err)?;
         let prog: &mut Xdp = ebpf
@@ -157,6 +160,7 @@ impl FastPath {
             shadow: StdHashMap::new(),
             attached: Vec::new(),
             payload,
+            resolvers: StdHashMap::new(),
         };
         fp.point_at(0)?;
         fp.publish(table)?;
@@ -209,6 +213,90 @@ impl FastPath {
         Self::apply(&mut self.maps[old], &diff)?;
         self.shadow = next;
         Ok(changed)
+    }
+
+    /// Makes the view tries hold an exact entry for every resolver placed by latency
+    /// (flagged `RESOLVER_ENTRY`), and no other. An LPM trie update replaces one node
+    /// under RCU, so a program run sees the old or the new entry. Returns how many changed.
+    pub fn publish_resolver_views(
+        &mut self,
+        views: &StdHashMap<IpAddr, ViewId>,
+    ) -> Result<usize, XdpError> {
+        let gone: Vec<IpAddr> = self
+            .resolvers
+            .keys()
+            .filter(|a| !views.contains_key(*a))
+            .copied()
+            .collect();
+        let set: Vec<(IpAddr, ViewId)> = views
+            .iter()
+            .filter(|(a, v)| self.resolvers.get(*a) != Some(*v))
+            .map(|(a, v)| (*a, *v))
+            .collect();
+        let changed = gone.len() + set.len();
+        {
+            let mut v4: LpmTrie<_, [u8; 4], u16> =
+                LpmTrie::try_from(self.ebpf.map_mut("VIEWS4").ok_or(missing("VIEWS4"))?)
+                    .map_err(map_err("VIEWS4"))?;
+            for a in &gone {
+                if let IpAddr::V4(a) = a {
+                    let _ = v4.remove(&Key::new(32, a.octets()));
+                }
+            }
+            for (a, view) in &set {
+                if let IpAddr::V4(a) = a {
+                    v4.insert(&Key::new(32, a.octets()), *view | RESOLVER_ENTRY, 0)
+                        .map_err(map_err("VIEWS4"))?;
+                }
+            }
+        }
+        {
+            let mut v6: LpmTrie<_, [u8; 16], u16> =
+                LpmTrie::try_from(self.ebpf.map_mut("VIEWS6").ok_or(missing("VIEWS6"))?)
+                    .map_err(map_err("VIEWS6"))?;
+            for a in &gone {
+                if let IpAddr::V6(a) = a {
+                    let _ = v6.remove(&Key::new(128, a.octets()));
+                }
+            }
+            for (a, view) in &set {
+                if let IpAddr::V6(a) = a {
+                    v6.insert(&Key::new(128, a.octets()), *view | RESOLVER_ENTRY, 0)
+                        .map_err(map_err("VIEWS6"))?;
+                }
+            }
+        }
+        for a in gone {
+            self.resolvers.remove(&a);
+        }
+        self.resolvers.extend(set);
+        Ok(changed)
+    }
+
+    /// Takes the resolvers the program noted (see `TRACK_RESOLVERS`) out of its maps.
+    pub fn drain_seen(&mut self) -> Result<Vec<IpAddr>, XdpError> {
+        let mut out = Vec::new();
+        {
+            let mut m: HashMap<_, [u8; 4], u8> =
+                HashMap::try_from(self.ebpf.map_mut("SEEN4").ok_or(missing("SEEN4"))?)
+                    .map_err(map_err("SEEN4"))?;
+            let keys: Vec<[u8; 4]> = m.keys().filter_map(Result::ok).collect();
+            for k in keys {
+                let _ = m.remove(&k);
+                out.push(IpAddr::from(k));
+            }
+        }
+        {
+            let mut m: HashMap<_, [u8; 16], u8> =
+                HashMap::try_from(self.ebpf.map_mut("SEEN6").ok_or(missing("SEEN6"))?)
+                    .map_err(map_err("SEEN6"))?;
+            let keys: Vec<[u8; 16]> = m.keys().filter_map(Result::ok).collect();
+            for k in keys {
+                let _ = m.remove(&k);
+                out.push(IpAddr::from(k));
+            }
+        }
+        Ok(out)
     }
 
     /// Attaches to `iface`.

@@ -114,6 +114,9 @@ pub struct ProgramSettings {
     pub listen: Vec<SocketAddr>,
     /// Our EDNS payload size.
     pub udp_payload: u16,
+    /// The server places resolvers by latency: have the program note the resolvers it
+    /// answers that have no exact entry yet.
+    pub track_resolvers: bool,
 }
 
 impl ProgramSettings {
@@ -186,6 +189,15 @@ impl FastPath {
         match self.0 {}
     }
     pub fn cost(&self, _frame: &[u8], _repeat: u32) -> Result<Cost, XdpError> {
+        match self.0 {}
+    }
+    pub fn publish_resolver_views(
+        &mut self,
+        _views: &std::collections::HashMap<IpAddr, crate::views::ViewId>,
+    ) -> Result<usize, XdpError> {
+        match self.0 {}
+    }
+    pub fn drain_seen(&mut self) -> Result<Vec<IpAddr>, XdpError> {
         match self.0 {}
     }
 }
@@ -308,7 +320,13 @@ impl Runtime {
             };
             let Some(table) = next else { continue };
             let t0 = Instant::now();
-            let result = lock(&self.fast).publish(&table);
+            let result = {
+                let mut fast = lock(&self.fast);
+                fast.publish(&table).and_then(|n| {
+                    fast.publish_resolver_views(&table.resolver_views)
+                        .map(|m| n + m)
+                })
+            };
             let mut s = lock(&self.stats);
             match result {
                 Ok(_) => {
@@ -336,6 +354,18 @@ impl Runtime {
         &self,
     ) -> Result<Vec<(popnet_common::AnswerKey, popnet_common::AnswerValue)>, XdpError> {
         lock(&self.fast).entries()
+    }
+
+    /// Resolvers the program answered that have no exact entry yet (sampled), taken out
+    /// of its maps.
+    pub fn drain_seen(&self) -> Vec<IpAddr> {
+        match lock(&self.fast).drain_seen() {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the XDP seen-resolver maps failed");
+                Vec::new()
+            }
+        }
     }
 
     pub fn writer_stats(&self) -> WriterStats {

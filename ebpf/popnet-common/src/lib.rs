@@ -15,8 +15,14 @@ pub const MAX_BODY: usize = 512;
 pub const MAX_ANSWERS: u32 = 65_536;
 /// View of map entries that hold for every view (userspace's `VIEW_ANY`).
 pub const VIEW_ANY: u16 = u16::MAX;
-/// Capacity of each view prefix trie.
-pub const MAX_PREFIXES: u32 = 16_384;
+/// Capacity of each view prefix trie (configured prefixes and resolvers placed by
+/// latency).
+pub const MAX_PREFIXES: u32 = 131_072;
+/// Flag on a view trie value: an exact resolver entry written from latency figures
+/// (the view is the value without the flag).
+pub const RESOLVER_ENTRY: u16 = 0x8000;
+/// Capacity of each map of resolvers seen by the program and not yet placed.
+pub const MAX_SEEN: u32 = 4096;
 /// Most listen addresses per family the program checks destinations against.
 pub const MAX_LISTEN: usize = 8;
 /// Length of the OPT record appended to answers of EDNS queries.

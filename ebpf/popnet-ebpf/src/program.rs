@@ -16,15 +16,16 @@
 
 use aya_ebpf::bindings::{BPF_F_NO_PREALLOC, xdp_action};
 use aya_ebpf::btf_maps::lpm_trie::Key;
-use aya_ebpf::btf_maps::{ArrayOfMaps, HashMap, LpmTrie, PerCpuArray};
+use aya_ebpf::btf_maps::{ArrayOfMaps, HashMap, LpmTrie, LruHashMap, PerCpuArray};
 use aya_ebpf::helpers::{
-    bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+    bpf_get_prandom_u32, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
+    bpf_xdp_store_bytes,
 };
 use aya_ebpf::macros::{btf_map, xdp};
 use aya_ebpf::programs::XdpContext;
 use popnet_common::{
     AnswerKey, AnswerValue, COUNTERS, Counter, MAX_ANSWERS, MAX_BODY, MAX_LISTEN, MAX_NAME,
-    MAX_PREFIXES, OPT_LEN, VIEW_ANY, csum_add, csum_fold,
+    MAX_PREFIXES, MAX_SEEN, OPT_LEN, RESOLVER_ENTRY, VIEW_ANY, csum_add, csum_fold,
 };
 
 // Set by userspace when it loads the program (aya `EbpfLoader::set_global`).
@@ -51,6 +52,10 @@ static LISTEN4_LEN: u8 = 0;
 static LISTEN6: [[u64; 2]; MAX_LISTEN] = [[0; 2]; MAX_LISTEN];
 #[unsafe(no_mangle)]
 static LISTEN6_LEN: u8 = 0;
+/// 1 if the DNS server places resolvers by latency: sources without an exact entry in
+/// the view trie are then sampled into `SEEN4`/`SEEN6` for it to measure.
+#[unsafe(no_mangle)]
+static TRACK_RESOLVERS: u8 = 0;
 
 /// The answers, double-buffered: slot 0 points at the active inner map. Userspace writes
 /// only the inactive one, then swaps; the kernel waits for an RCU grace period before
@@ -66,6 +71,11 @@ static ANSWERS: ArrayOfMaps<
 static VIEWS4: LpmTrie<[u8; 4], u16, { MAX_PREFIXES as usize }> = LpmTrie::new();
 #[btf_map]
 static VIEWS6: LpmTrie<[u8; 16], u16, { MAX_PREFIXES as usize }> = LpmTrie::new();
+/// Resolvers whose queries the program answered, sampled, for userspace to measure.
+#[btf_map]
+static SEEN4: LruHashMap<[u8; 4], u8, { MAX_SEEN as usize }> = LruHashMap::new();
+#[btf_map]
+static SEEN6: LruHashMap<[u8; 16], u8, { MAX_SEEN as usize }> = LruHashMap::new();
 /// Per-CPU counters, indexed by [`Counter`].
 #[btf_map]
 static COUNTS: PerCpuArray<u64, COUNTERS> = PerCpuArray::new();
@@ -183,6 +193,21 @@ fn write<const N: usize>(ctx: &XdpContext, off: usize, bytes: [u8; N]) -> Result
     // SAFETY: inside the packet (checked above).
     unsafe { core::ptr::write_unaligned((start + off) as *mut [u8; N], bytes) };
     Ok(())
+}
+
+/// The view from a view-trie lookup. A source without an exact resolver entry is, one
+/// packet in sixteen, noted by `note` for userspace to measure (when it places
+/// resolvers by latency).
+#[inline(always)]
+fn view_of(found: Option<u16>, note: impl FnOnce()) -> u16 {
+    let value = found.unwrap_or(0);
+    // SAFETY: a read-only global userspace sets before loading.
+    let track = unsafe { core::ptr::read_volatile(&TRACK_RESOLVERS) } != 0;
+    // SAFETY: a helper without arguments.
+    if value & RESOLVER_ENTRY == 0 && track && unsafe { bpf_get_prandom_u32() } & 15 == 0 {
+        note();
+    }
+    value & !RESOLVER_ENTRY
 }
 
 /// True if the server listens on IPv4 address `a` (in packet byte order).
@@ -350,7 +375,9 @@ fn try_popnet_dns(ctx: &XdpContext) -> Result<u32, Counter> {
                 return Err(Counter::PassNotDns);
             }
             let src = [h[12], h[13], h[14], h[15]];
-            key.view = VIEWS4.get(&Key::new(32, src)).copied().unwrap_or(0);
+            key.view = view_of(VIEWS4.get(&Key::new(32, src)).copied(), || {
+                let _ = SEEN4.insert(src, 1, 0);
+            });
             let mut sum = 0u32;
             let mut k = 12;
             while k < 20 {
@@ -386,7 +413,9 @@ fn try_popnet_dns(ctx: &XdpContext) -> Result<u32, Counter> {
                 return Err(Counter::PassV4Mapped);
             }
             sum = sum_at(sum, &src, false);
-            key.view = VIEWS6.get(&Key::new(128, src)).copied().unwrap_or(0);
+            key.view = view_of(VIEWS6.get(&Key::new(128, src)).copied(), || {
+                let _ = SEEN6.insert(src, 1, 0);
+            });
             (true, l3 + 40, payload, sum)
         }
         _ => return Err(Counter::PassNotIp),
