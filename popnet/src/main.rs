@@ -10,6 +10,7 @@ use cache_engine::{CacheOptions, CacheServer};
 use clap::{Args, Parser, Subcommand};
 use dns_fastpath::{DnsOptions, DnsServer};
 use popnet_config::{Config, ConfigError, XdpMode};
+use probe::{ProbeDaemon, ProbeOptions};
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +34,9 @@ enum Role {
     Dns(DnsArgs),
     /// Run the HTTP cache (io_uring) in front of the customers' origins.
     Cache(CacheArgs),
+    /// Run the probes: service checks of every POP cache and origin, this box's load,
+    /// and latency probes for the DNS servers; reports go to every DNS server.
+    Probe(ProbeArgs),
     /// Attach a pass-everything XDP program to IFACE until stopped. Run it on the peer of a
     /// veth whose other end has the DNS fast path: native XDP on a veth delivers XDP_TX
     /// replies only to a peer that runs XDP too.
@@ -74,6 +78,21 @@ struct CacheArgs {
     /// Event loops (one io_uring each); 0 = one per core.
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+}
+
+#[derive(Args)]
+struct ProbeArgs {
+    #[command(flatten)]
+    cfg: ConfigArgs,
+    /// Answer latency-probe requests on this UDP address instead of `[pops.probe] listen`.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Service checks open at once.
+    #[arg(long, value_name = "N", default_value_t = probe::daemon::DEFAULT_MAX_CONCURRENT)]
+    max_concurrent: usize,
+    /// Measure resolver latency with DNS and TCP to port 53 only, not ICMP echo.
+    #[arg(long)]
+    no_icmp: bool,
 }
 
 #[derive(Args)]
@@ -159,6 +178,19 @@ fn start_dns(cfg: &Config, opts: &DnsOptions) -> Result<DnsServer> {
     Ok(s)
 }
 
+fn start_probe(cfg: &Config, opts: &ProbeOptions) -> Result<ProbeDaemon> {
+    let p = ProbeDaemon::start(cfg, opts).context("cannot start the probe role")?;
+    let to: Vec<String> = p.destinations.iter().map(ToString::to_string).collect();
+    tracing::info!(
+        pop = %p.pop,
+        targets = p.targets.len(),
+        latency = %p.latency.map_or_else(|| "off".to_string(), |a| a.to_string()),
+        reports_to = %to.join(","),
+        "probe: checking every POP cache and origin"
+    );
+    Ok(p)
+}
+
 fn start_cache(cfg: &Config, opts: &CacheOptions) -> Result<CacheServer> {
     let s = CacheServer::start(cfg, opts).context("cannot start the cache role")?;
     let addrs: Vec<String> = s.listen.iter().map(ToString::to_string).collect();
@@ -221,6 +253,22 @@ fn run(cli: Cli) -> Result<()> {
             tracing::info!(signal = sig, "stopping");
             cache.stop();
         }
+        Role::Probe(a) => {
+            let cfg = load_config(&a.cfg)?;
+            let probe = start_probe(
+                &cfg,
+                &ProbeOptions {
+                    pop: a.cfg.pop.clone(),
+                    listen: a.listen,
+                    max_concurrent: a.max_concurrent,
+                    icmp: !a.no_icmp,
+                    ..ProbeOptions::default()
+                },
+            )?;
+            let sig = wait_for_signal()?;
+            tracing::info!(signal = sig, "stopping");
+            probe.stop();
+        }
         Role::XdpPass { iface, xdp_mode } => {
             let prog = dns_fastpath::xdp::PassProgram::attach(&iface, xdp_mode)
                 .with_context(|| format!("cannot attach the pass program to {iface}"))?;
@@ -257,6 +305,16 @@ fn run(cli: Cli) -> Result<()> {
                 )?),
                 None => None,
             };
+            let probe = match &pop.probe {
+                Some(_) => Some(start_probe(
+                    &cfg,
+                    &ProbeOptions {
+                        pop: Some(pop.name.clone()),
+                        ..ProbeOptions::default()
+                    },
+                )?),
+                None => None,
+            };
             if demo {
                 let at = dns
                     .udp
@@ -274,10 +332,18 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!(
                     "  popctl dns stats                       # counters (popctl cache stats for the cache)"
                 );
+                if probe.is_some() {
+                    eprintln!(
+                        "  popctl metrics                         # what the probe reports: health, load, response times"
+                    );
+                }
                 eprintln!("Ctrl-C stops it.");
             }
             let sig = wait_for_signal()?;
             tracing::info!(signal = sig, "stopping");
+            if let Some(p) = probe {
+                p.stop();
+            }
             if let Some(c) = cache {
                 c.stop();
             }

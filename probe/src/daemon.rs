@@ -1,0 +1,431 @@
+//! The probe daemon of one POP: service probes and the load agent on one mio thread, the latency responder on another, reports to every DNS server.
+//!
+//! Every finished round becomes a report entry (health every round, not only on a
+//! change, so a dead server leaves the answers within two intervals); entries are sent
+//! every [`FLUSH_EVERY`] as [`crate::report`] datagrams to each `[pops.dns] reports`
+//! address of the network, stamped with the send time and a sequence number that starts
+//! at 0 with the process (a restarted probe's `sent_at` has moved on, which is what
+//! receivers order by). Nothing is kept across restarts.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use popnet_config::Config;
+use serde::Serialize;
+
+use crate::check::{CheckSpec, HttpCheck};
+use crate::engine::{Engine, EngineConfig, EngineStats, EngineTarget, RoundResult};
+use crate::health::{TargetHealth, TargetSnapshot};
+use crate::load::{LoadAgent, LoadFigures, parse_cache_stats};
+use crate::report::{self, Entry};
+use crate::responder::{Responder, ResponderOptions, ResponderStats};
+use crate::targets::{TargetError, service_targets};
+use crate::unix_ms;
+
+/// How often finished entries are sent.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Service checks open at once unless `--max-concurrent` says otherwise.
+pub const DEFAULT_MAX_CONCURRENT: usize = 512;
+
+/// What `popnet probe` was asked for on its command line.
+#[derive(Debug, Clone)]
+pub struct ProbeOptions {
+    /// Which POP this is; default: the only POP with `[pops.probe]`.
+    pub pop: Option<String>,
+    /// Latency-probe socket instead of `[pops.probe] listen`.
+    pub listen: Option<SocketAddr>,
+    /// Service checks open at once.
+    pub max_concurrent: usize,
+    /// Latency measurements at once.
+    pub max_measurements: usize,
+    /// Try ICMP echo for latency probes.
+    pub icmp: bool,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        ProbeOptions {
+            pop: None,
+            listen: None,
+            max_concurrent: DEFAULT_MAX_CONCURRENT,
+            max_measurements: 256,
+            icmp: true,
+        }
+    }
+}
+
+/// Why the probe cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProbeError {
+    #[error("{0}")]
+    Pop(String),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("cannot bind the latency-probe socket {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("cannot start the probe: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Everything the probe knows, for display.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeStats {
+    pub pop: String,
+    pub targets: Vec<TargetSnapshot>,
+    pub engine: EngineStats,
+    pub reports_sent: u64,
+    pub report_errors: u64,
+    pub load: Option<LoadFigures>,
+    pub latency: Option<ResponderStats>,
+}
+
+struct Shared {
+    stop: AtomicBool,
+    reports_sent: AtomicU64,
+    report_errors: AtomicU64,
+    state: Mutex<State>,
+}
+
+struct State {
+    ids: Vec<(String, &'static str)>,
+    health: Vec<TargetHealth>,
+    engine: EngineStats,
+    load: Option<LoadFigures>,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A running probe.
+pub struct ProbeDaemon {
+    pub pop: String,
+    /// The latency responder's socket, when it runs.
+    pub latency: Option<SocketAddr>,
+    /// Where reports go.
+    pub destinations: Vec<SocketAddr>,
+    pub targets: Vec<String>,
+    shared: Arc<Shared>,
+    responder: Option<Responder>,
+    service: Option<JoinHandle<()>>,
+}
+
+impl ProbeDaemon {
+    /// Starts the probe of the POP `opts.pop` (or the only one with `[pops.probe]`).
+    pub fn start(cfg: &Config, opts: &ProbeOptions) -> Result<ProbeDaemon, ProbeError> {
+        let pop = cfg
+            .local_pop(opts.pop.as_deref(), |p| p.probe.is_some())
+            .map_err(ProbeError::Pop)?;
+        let key = cfg.probes.report_key.as_bytes().to_vec();
+        let mut targets = service_targets(cfg)?;
+        let reported = targets.len();
+        let mut agent = None;
+        if let Some(cache) = &pop.cache {
+            let mut check = HttpCheck::get("/stats");
+            check.keep_body = true;
+            if let Some(t) = &cache.admin_token {
+                check
+                    .headers
+                    .push(format!("Authorization: Bearer {}", t.to_hex()));
+            }
+            targets.push(EngineTarget {
+                id: format!("{} cache admin", pop.name),
+                addrs: vec![reachable(cache.admin)],
+                spec: CheckSpec::Http(check),
+            });
+            agent = Some(LoadAgent::new(
+                std::path::Path::new("/"),
+                cache.max_connections,
+            ));
+        }
+        let destinations = destinations(cfg);
+        if destinations.is_empty() {
+            tracing::warn!("probe: no POP has [pops.dns]: reports go nowhere");
+        }
+        let listen = opts.listen.or(pop.probe.as_ref().map(|p| p.listen));
+        let responder = match listen {
+            Some(addr) => {
+                let mut o = ResponderOptions::new(&pop.name, &key, addr, cfg.probes.timeout);
+                o.icmp = opts.icmp;
+                o.max_concurrent = opts.max_measurements.max(1);
+                Some(Responder::start(o).map_err(|source| ProbeError::Bind { addr, source })?)
+            }
+            None => None,
+        };
+        let engine = Engine::new(
+            targets,
+            EngineConfig {
+                interval: cfg.probes.interval,
+                timeout: cfg.probes.timeout,
+                max_concurrent: opts.max_concurrent,
+            },
+            Instant::now(),
+        )?;
+        let ids: Vec<(String, &'static str)> = engine
+            .targets()
+            .take(reported)
+            .map(|t| (t.id.clone(), t.spec.kind()))
+            .collect();
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            reports_sent: AtomicU64::new(0),
+            report_errors: AtomicU64::new(0),
+            state: Mutex::new(State {
+                health: (0..ids.len()).map(|_| TargetHealth::new()).collect(),
+                ids: ids.clone(),
+                engine: EngineStats::default(),
+                load: None,
+            }),
+        });
+        let mut svc = Service {
+            engine,
+            reported,
+            agent,
+            pop: pop.name.clone(),
+            key,
+            sender: Sender::new(&destinations),
+            seq: 0,
+            last_sent_at: 0,
+            entries: Vec::new(),
+            shared: shared.clone(),
+        };
+        let service = std::thread::Builder::new()
+            .name("probe-service".into())
+            .spawn(move || svc.run())?;
+        Ok(ProbeDaemon {
+            pop: pop.name.clone(),
+            latency: responder.as_ref().map(Responder::local_addr),
+            destinations,
+            targets: ids.into_iter().map(|(id, _)| id).collect(),
+            shared,
+            responder,
+            service: Some(service),
+        })
+    }
+
+    pub fn stats(&self) -> ProbeStats {
+        let st = lock(&self.shared.state);
+        ProbeStats {
+            pop: self.pop.clone(),
+            targets: st
+                .ids
+                .iter()
+                .zip(&st.health)
+                .map(|((id, kind), h)| h.snapshot(id, kind))
+                .collect(),
+            engine: st.engine,
+            reports_sent: self.shared.reports_sent.load(Ordering::Relaxed),
+            report_errors: self.shared.report_errors.load(Ordering::Relaxed),
+            load: st.load,
+            latency: self.responder.as_ref().map(Responder::stats),
+        }
+    }
+
+    /// Stops both threads.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.service.take() {
+            let _ = t.join();
+        }
+        if let Some(r) = self.responder.take() {
+            r.stop();
+        }
+    }
+}
+
+impl Drop for ProbeDaemon {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A wildcard listen address is reached on the loopback of its family.
+fn reachable(a: SocketAddr) -> SocketAddr {
+    match a.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), a.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), a.port())
+        }
+        _ => a,
+    }
+}
+
+/// The report socket of every DNS server in the network. A wildcard `reports` address
+/// is reached on the server's published addresses.
+pub fn destinations(cfg: &Config) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for p in &cfg.pops {
+        let Some(dns) = &p.dns else { continue };
+        let r = dns.reports;
+        let addrs: Vec<SocketAddr> = if r.ip().is_unspecified() {
+            dns.effective_addresses()
+                .into_iter()
+                .map(|ip| reachable(SocketAddr::new(ip, r.port())))
+                .collect()
+        } else {
+            vec![r]
+        };
+        for a in addrs {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    out
+}
+
+struct Sender {
+    v4: Option<UdpSocket>,
+    v6: Option<UdpSocket>,
+    to: Vec<SocketAddr>,
+}
+
+impl Sender {
+    fn new(to: &[SocketAddr]) -> Sender {
+        let open = |local: SocketAddr| {
+            let s = UdpSocket::bind(local).ok()?;
+            s.set_nonblocking(true).ok()?;
+            Some(s)
+        };
+        Sender {
+            v4: to
+                .iter()
+                .any(SocketAddr::is_ipv4)
+                .then(|| open((Ipv4Addr::UNSPECIFIED, 0).into()))
+                .flatten(),
+            v6: to
+                .iter()
+                .any(SocketAddr::is_ipv6)
+                .then(|| open((Ipv6Addr::UNSPECIFIED, 0).into()))
+                .flatten(),
+            to: to.to_vec(),
+        }
+    }
+
+    /// Sends `datagram` to every destination; returns (sent, failed).
+    fn send(&self, datagram: &[u8]) -> (u64, u64) {
+        let (mut ok, mut bad) = (0, 0);
+        for to in &self.to {
+            let sock = if to.is_ipv4() { &self.v4 } else { &self.v6 };
+            match sock.as_ref().map(|s| s.send_to(datagram, to)) {
+                Some(Ok(_)) => ok += 1,
+                Some(Err(e)) => {
+                    bad += 1;
+                    tracing::debug!(%to, error = %e, "probe: report not sent");
+                }
+                None => bad += 1,
+            }
+        }
+        (ok, bad)
+    }
+}
+
+struct Service {
+    engine: Engine,
+    /// Targets `0..reported` are reported; the one after is the cache admin.
+    reported: usize,
+    agent: Option<LoadAgent>,
+    pop: String,
+    key: Vec<u8>,
+    sender: Sender,
+    seq: u64,
+    last_sent_at: u64,
+    entries: Vec<Entry>,
+    shared: Arc<Shared>,
+}
+
+impl Service {
+    fn run(&mut self) {
+        let mut results = Vec::new();
+        let mut next_flush = Instant::now() + FLUSH_EVERY;
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            if let Err(e) = self.engine.turn(next_flush, &mut results) {
+                tracing::warn!(error = %e, "probe: poll failed");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if !results.is_empty() {
+                self.take(&mut results);
+            }
+            if Instant::now() >= next_flush {
+                self.flush();
+                next_flush = Instant::now() + FLUSH_EVERY;
+            }
+        }
+    }
+
+    fn take(&mut self, results: &mut Vec<RoundResult>) {
+        let now_ms = unix_ms();
+        let mut st = lock(&self.shared.state);
+        for r in results.drain(..) {
+            if r.target >= self.reported {
+                let figures = r
+                    .outcome
+                    .body
+                    .as_deref()
+                    .filter(|_| r.outcome.passed())
+                    .and_then(parse_cache_stats);
+                if figures.is_none() {
+                    tracing::debug!(error = ?r.outcome.result, "probe: cache admin /stats not read; load from this box only");
+                }
+                if let Some(f) = self.agent.as_mut().and_then(|a| a.sample(figures)) {
+                    st.load = Some(f);
+                    self.entries.push(Entry {
+                        server: popnet_config::pop_server_id(&self.pop),
+                        measured_at_ms: now_ms,
+                        load: Some(f.load),
+                        ..Entry::default()
+                    });
+                }
+                continue;
+            }
+            let h = &mut st.health[r.target];
+            let was_up = h.health().up;
+            h.record(&r.outcome);
+            let up = h.health().up;
+            let id = &st.ids[r.target].0;
+            if was_up && !up {
+                tracing::warn!(target_id = %id, error = ?r.outcome.result.as_ref().err(), "probe: target is down");
+            } else if !was_up && up {
+                tracing::info!(target_id = %id, "probe: target is up again");
+            } else if let Err(e) = &r.outcome.result {
+                tracing::debug!(target_id = %id, error = %e, "probe: check failed");
+            }
+            let entry = st.health[r.target].entry(id, now_ms);
+            self.entries.push(entry);
+        }
+        st.engine = self.engine.stats();
+    }
+
+    fn flush(&mut self) {
+        if self.entries.is_empty() {
+            return;
+        }
+        let sent_at = unix_ms().max(self.last_sent_at);
+        self.last_sent_at = sent_at;
+        let entries = std::mem::take(&mut self.entries);
+        match report::batch(&self.pop, &mut self.seq, sent_at, entries, &self.key) {
+            Ok(grams) => {
+                for g in &grams {
+                    let (ok, bad) = self.sender.send(g);
+                    self.shared.reports_sent.fetch_add(ok, Ordering::Relaxed);
+                    self.shared.report_errors.fetch_add(bad, Ordering::Relaxed);
+                }
+            }
+            Err(e) => {
+                self.shared.report_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "probe: report not encodable");
+            }
+        }
+    }
+}
