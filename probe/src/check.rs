@@ -144,6 +144,11 @@ pub fn dns_question(name: &str) -> Result<Vec<u8>, CheckError> {
     Ok(enc.into_bytes())
 }
 
+/// A body's xxh3-64 as `body_xxh3` is written in a config: 16 hex digits.
+pub fn body_xxh3_hex(body: &[u8]) -> String {
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(body))
+}
+
 /// How a check ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -635,6 +640,36 @@ impl Attempt {
             }
         }
         self.pass(h.keep_body.then_some(body))
+    }
+}
+
+/// Runs one check to its end (blocking), failing it at `timeout`.
+pub fn check_once(addr: SocketAddr, spec: &CheckSpec, timeout: Duration) -> io::Result<Outcome> {
+    let mut poll = mio::Poll::new()?;
+    let mut events = mio::Events::with_capacity(8);
+    let token = Token(0);
+    let mut a = match Attempt::start(addr, spec, 0x5eed, poll.registry(), token)? {
+        Ok(a) => a,
+        Err(done) => return Ok(done),
+    };
+    let deadline = a.started() + timeout;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            a.deregister(poll.registry());
+            return Ok(a.timed_out(spec));
+        }
+        match poll.poll(&mut events, Some(deadline - now)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        if !events.is_empty()
+            && let Some(o) = a.advance(spec)
+        {
+            a.deregister(poll.registry());
+            return Ok(o);
+        }
     }
 }
 
