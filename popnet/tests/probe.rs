@@ -297,3 +297,30 @@ fn popnet_up_demo_ends_with_every_target_up_in_popctl_metrics() {
         assert!(row.contains(" up "), "{table}");
     }
 }
+
+#[test]
+fn a_wrong_pop_or_a_busy_latency_socket_is_an_error_that_says_so() {
+    let out = Command::new(popnet_bin())
+        .args(["probe", "--pop", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no POP is named \"nope\"; the config has local"),
+        "{err}"
+    );
+
+    let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let at = busy.local_addr().unwrap().to_string();
+    let out = Command::new(popnet_bin())
+        .args(["probe", "--listen", &at])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot bind the latency-probe socket {at}")),
+        "{err}"
+    );
+}

@@ -21,7 +21,8 @@ use crate::check::{CheckSpec, HttpCheck};
 use crate::engine::{Engine, EngineConfig, EngineStats, EngineTarget, RoundResult};
 use crate::health::{TargetHealth, TargetSnapshot};
 use crate::load::{LoadAgent, LoadFigures, parse_cache_stats};
-use crate::report::{self, Entry};
+use crate::report::{self, Entry, Report};
+
 use crate::responder::{Responder, ResponderOptions, ResponderStats};
 use crate::targets::{TargetError, service_targets};
 use crate::unix_ms;
@@ -123,6 +124,29 @@ impl ProbeDaemon {
             .map_err(ProbeError::Pop)?;
         let key = cfg.probes.report_key.as_bytes().to_vec();
         let mut targets = service_targets(cfg)?;
+        // What a report cannot carry is refused now, not at every send.
+        let probe_entry = |server: &str| Report {
+            sender: pop.name.clone(),
+            seq: 0,
+            sent_at_ms: 0,
+            entries: vec![Entry {
+                server: server.to_string(),
+                ..Entry::default()
+            }],
+        };
+        if let Err(e) = probe_entry(&pop.name).encode(&key) {
+            return Err(ProbeError::Pop(format!(
+                "POP name {:?} cannot be a report sender: {e}",
+                pop.name
+            )));
+        }
+        targets.retain(|t| match probe_entry(&t.id).encode(&key) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(target_id = %t.id, error = %e, "probe: not probed: its id cannot be reported");
+                false
+            }
+        });
         let reported = targets.len();
         let mut agent = None;
         if let Some(cache) = &pop.cache {
@@ -414,18 +438,18 @@ impl Service {
         let sent_at = unix_ms().max(self.last_sent_at);
         self.last_sent_at = sent_at;
         let entries = std::mem::take(&mut self.entries);
-        match report::batch(&self.pop, &mut self.seq, sent_at, entries, &self.key) {
-            Ok(grams) => {
-                for g in &grams {
-                    let (ok, bad) = self.sender.send(g);
-                    self.shared.reports_sent.fetch_add(ok, Ordering::Relaxed);
-                    self.shared.report_errors.fetch_add(bad, Ordering::Relaxed);
-                }
-            }
-            Err(e) => {
+        // Ids and figures are checked at start and clamped when measured, so this only
+        // fails on a bug; the figures of this flush are lost then, not the next ones.
+        let grams = report::batch(&self.pop, &mut self.seq, sent_at, entries, &self.key)
+            .unwrap_or_else(|e| {
                 self.shared.report_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "probe: report not encodable");
-            }
+                Vec::new()
+            });
+        for g in &grams {
+            let (ok, bad) = self.sender.send(g);
+            self.shared.reports_sent.fetch_add(ok, Ordering::Relaxed);
+            self.shared.report_errors.fetch_add(bad, Ordering::Relaxed);
         }
     }
 }

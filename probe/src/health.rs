@@ -57,7 +57,7 @@ pub struct Distribution {
 
 impl Distribution {
     fn of(h: &Histogram<u32>) -> Option<Distribution> {
-        (h.len() > 0).then(|| Distribution {
+        (!h.is_empty()).then(|| Distribution {
             count: h.len(),
             p50_ms: h.value_at_quantile(0.5) as f64 / 1000.0,
             p90_ms: h.value_at_quantile(0.9) as f64 / 1000.0,

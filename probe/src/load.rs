@@ -65,7 +65,7 @@ pub fn parse_meminfo(text: &str) -> Option<f32> {
 }
 
 /// Received and sent bytes per interface from /proc/net/dev.
-pub fn parse_net_dev(text: &str) -> HashMap<String, (u64, u64)> {
+pub fn parse_net_dev(text: &str) -> NetCounters {
     let mut out = HashMap::new();
     for line in text.lines().skip(2) {
         let Some((name, rest)) = line.split_once(':') else {
@@ -121,12 +121,15 @@ pub fn load_fraction(cpu: f32, memory: f32, network: f32, connections: f32) -> f
         .clamp(0.0, 1.0)
 }
 
+/// Received and sent bytes per interface.
+type NetCounters = HashMap<String, (u64, u64)>;
+
 /// Keeps the previous counters to turn them into rates.
 pub struct LoadAgent {
     root: std::path::PathBuf,
     max_connections: usize,
     cpu: Option<CpuTimes>,
-    net: Option<(Instant, HashMap<String, (u64, u64)>)>,
+    net: Option<(Instant, NetCounters)>,
     requests: Option<(Instant, u64)>,
 }
 

@@ -444,7 +444,9 @@ impl Loop {
         };
         let now_ms = unix_ms();
         let max_age = self.opts.max_age.as_millis() as u64;
-        if req.sent_at_ms + max_age < now_ms || req.sent_at_ms > now_ms + max_age {
+        if req.sent_at_ms.saturating_add(max_age) < now_ms
+            || req.sent_at_ms > now_ms.saturating_add(max_age)
+        {
             bump(&c.stale);
             return;
         }
