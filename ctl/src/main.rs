@@ -74,6 +74,8 @@ enum DnsCmd {
     Stats,
     /// The answer chosen for every balanced domain, view and address family, with the ranking.
     Selections,
+    /// The resolvers this server sees, the dynamic view each joined and every POP's round trip to it.
+    Resolvers,
     /// The XDP answer map, read back from the kernel.
     #[command(subcommand)]
     Map(MapCmd),
@@ -336,6 +338,19 @@ fn run(cli: Cli) -> Result<()> {
                 r("unknown_view"),
                 r("stale_entries")
             );
+            let rs = |k: &str| num(&v, &["resolvers", k]);
+            println!(
+                "resolvers tracked {}  in a near view {}  latency requests {} ({} addresses)  responses {}  refused {}  unreachable {}  rate-limited {}  evicted {}",
+                rs("tracked"),
+                rs("assigned"),
+                rs("requests_sent"),
+                rs("addresses_requested"),
+                rs("responses"),
+                rs("bad_responses"),
+                rs("unreachable"),
+                rs("rate_limited"),
+                rs("evicted")
+            );
             print_xdp(&v["xdp"]);
         }
         Cmd::Dns(DnsCmd::Map(cmd)) => {
@@ -427,6 +442,52 @@ fn run(cli: Cli) -> Result<()> {
                     "ANSWER",
                     "RANKING (server tier score)",
                 ],
+                &rows,
+            );
+        }
+        Cmd::Dns(DnsCmd::Resolvers) => {
+            let v = fetch(&cli.target, "/resolvers")?;
+            if cli.json {
+                return print_json(&v);
+            }
+            let st = |k: &str| num(&v, &["stats", k]);
+            println!(
+                "{} resolvers tracked, {} in a near view · {} requests ({} addresses) sent, {} responses, {} refused, {} rate-limited",
+                st("tracked"),
+                st("assigned"),
+                st("requests_sent"),
+                st("addresses_requested"),
+                st("responses"),
+                st("bad_responses"),
+                st("rate_limited"),
+            );
+            let rows: Vec<Vec<String>> = items(&v["resolvers"])
+                .iter()
+                .map(|r| {
+                    let rtt: Vec<String> = items(&r["rtt"])
+                        .iter()
+                        .map(|m| {
+                            let ms = m["ms"]
+                                .as_f64()
+                                .map_or("-".to_string(), |ms| format!("{ms:.1}ms"));
+                            let age = m["age_s"]
+                                .as_u64()
+                                .map_or(String::new(), |a| format!(" {a}s"));
+                            let stale = if m["stale"] == true { " stale" } else { "" };
+                            format!("{} {ms}{age}{stale}", text(&m["pop"]))
+                        })
+                        .collect();
+                    vec![
+                        text(&r["address"]),
+                        text(&r["prefix_view"]),
+                        r["near_view"].as_str().unwrap_or("-").to_string(),
+                        format!("{}s", num(r, &["seen_s_ago"])),
+                        rtt.join(" · "),
+                    ]
+                })
+                .collect();
+            table(
+                &["RESOLVER", "VIEW", "NEAR VIEW", "SEEN", "RTT (pop ms age)"],
                 &rows,
             );
         }

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::control::ControlState;
 use crate::metrics::{ReportCounters, ReportCountersSnapshot};
+use crate::resolvers::{ResolverStats, ResolverView};
 use crate::server::Shared;
 use crate::stats::QueryStats;
 use crate::xdp::entries::{EntryView, describe};
@@ -39,6 +40,15 @@ pub struct StatsReply {
     pub reports: ReportCountersSnapshot,
     pub answer_table: TableInfo,
     pub xdp: XdpReport,
+    /// The resolver tracker (latency probes to the resolvers this server sees).
+    pub resolvers: ResolverStats,
+}
+
+/// `/resolvers`: the tracker's counters and every resolver it tracks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ResolversReply {
+    pub stats: ResolverStats,
+    pub resolvers: Vec<ResolverView>,
 }
 
 /// The XDP fast path in `/stats`.
@@ -164,6 +174,24 @@ fn handle(mut s: TcpStream, ctx: &AdminContext) -> io::Result<()> {
                     entries: table.len(),
                 },
                 xdp: xdp_report(ctx),
+                resolvers: ctx
+                    .control
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .resolvers
+                    .stats(),
+            })
+        }
+        "/resolvers" => {
+            let table = ctx.shared.table.load();
+            let st = ctx.control.lock().unwrap_or_else(|p| p.into_inner());
+            json(&ResolversReply {
+                stats: st.resolvers.stats(),
+                resolvers: st.resolvers.list(
+                    &table.catalog.views,
+                    Instant::now(),
+                    crate::metrics::unix_ms(),
+                ),
             })
         }
         "/xdp/map" => match xdp_map(ctx, query) {
@@ -187,7 +215,7 @@ fn handle(mut s: TcpStream, ctx: &AdminContext) -> io::Result<()> {
                 &mut s,
                 404,
                 "text/plain",
-                b"not found; try /stats, /selections, /servers\n",
+                b"not found; try /stats, /selections, /servers, /resolvers\n",
             );
         }
     };

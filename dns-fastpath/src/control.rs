@@ -60,6 +60,14 @@ impl ControlState {
     /// resolver's view changed (or none exists yet).
     pub fn refresh(&mut self, force: bool) -> Option<AnswerTable> {
         let now_ms = unix_ms();
+        // Place resolvers first, so each view's latencies count its members of now.
+        let moved = match self.resolvers.assign(now_ms) {
+            Some(map) => {
+                self.resolver_views = Arc::new(map);
+                true
+            }
+            None => false,
+        };
         for (pop, view, ms, at) in self.resolvers.view_latencies(&self.catalog.views, now_ms) {
             self.metrics.set_latency(
                 &popnet_config::pop_server_id(&pop),
@@ -69,13 +77,6 @@ impl ControlState {
                 at,
             );
         }
-        let moved = match self.resolvers.assign(now_ms) {
-            Some(map) => {
-                self.resolver_views = Arc::new(map);
-                true
-            }
-            None => false,
-        };
         let changed = self
             .selector
             .reselect(&self.catalog, &self.metrics, Instant::now(), now_ms);

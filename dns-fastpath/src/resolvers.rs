@@ -61,6 +61,30 @@ pub struct ResolverStats {
     pub rate_limited: u64,
 }
 
+/// One resolver as the admin listener shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ResolverView {
+    pub address: IpAddr,
+    /// The view its address prefix gives.
+    pub prefix_view: String,
+    /// The dynamic view it joined, if its figures are fresh.
+    pub near_view: Option<String>,
+    pub seen_s_ago: u64,
+    /// Per probing POP: the last round trip (None: unreachable or not measured yet).
+    pub rtt: Vec<ResolverRtt>,
+}
+
+/// One POP's last measurement of one resolver.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ResolverRtt {
+    pub pop: String,
+    pub ms: Option<f32>,
+    /// Age of the measurement; None if never measured.
+    pub age_s: Option<u64>,
+    /// Older than `probes.resolver_stale_after`: counted as unknown.
+    pub stale: bool,
+}
+
 /// The resolver tracker of one DNS server.
 #[derive(Debug)]
 pub struct Resolvers {
@@ -263,11 +287,27 @@ impl Resolvers {
     /// resolver → view if it changed.
     pub fn assign(&mut self, now_ms: u64) -> Option<HashMap<IpAddr, ViewId>> {
         let mut changed = false;
+        // With sum_latencies a POP is as far as its probe's round trip to the resolver
+        // plus to this server (unknown counts as nothing extra).
+        let own: Vec<u32> = self
+            .own_rtt
+            .iter()
+            .map(|x| {
+                if self.sum_latencies {
+                    fresh(x, now_ms, self.stale_after_ms).unwrap_or(0)
+                } else {
+                    0
+                }
+            })
+            .collect();
         for r in self.entries.values_mut() {
             let rtts: Vec<Option<u32>> = r
                 .rtt
                 .iter()
-                .map(|x| fresh(x, now_ms, self.stale_after_ms))
+                .zip(&own)
+                .map(|(x, own)| {
+                    fresh(x, now_ms, self.stale_after_ms).map(|us| us.saturating_add(*own))
+                })
                 .collect();
             let best = rtts
                 .iter()
@@ -337,6 +377,34 @@ impl Resolvers {
             ));
         }
         out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out
+    }
+
+    /// Every tracked resolver, by address.
+    pub fn list(&self, views: &Views, now: Instant, now_ms: u64) -> Vec<ResolverView> {
+        let mut out: Vec<ResolverView> = self
+            .entries
+            .iter()
+            .map(|(addr, r)| ResolverView {
+                address: *addr,
+                prefix_view: views.name(views.lookup(*addr).view).to_string(),
+                near_view: r.view.map(|v| views.name(v).to_string()),
+                seen_s_ago: now.duration_since(r.last_seen).as_secs(),
+                rtt: self
+                    .near
+                    .iter()
+                    .zip(&r.rtt)
+                    .map(|(nv, m)| ResolverRtt {
+                        pop: nv.pop.clone(),
+                        ms: m.and_then(|m| m.us).map(|us| us as f32 / 1000.0),
+                        age_s: m.map(|m| now_ms.saturating_sub(m.at_ms) / 1000),
+                        stale: m
+                            .is_some_and(|m| now_ms.saturating_sub(m.at_ms) > self.stale_after_ms),
+                    })
+                    .collect(),
+            })
+            .collect();
+        out.sort_by_key(|r| r.address);
         out
     }
 
@@ -447,6 +515,35 @@ mod tests {
         // Figures older than resolver_stale_after (30 s): back to the configured view.
         let m = r.assign(40_000).expect("changed");
         assert!(m.is_empty());
+    }
+
+    #[test]
+    fn summed_latencies_place_a_resolver_by_the_whole_path() {
+        for (sum, want) in [(false, "a"), (true, "b")] {
+            let (cat, mut r, _) = setup(if sum { "sum_latencies = true" } else { "" });
+            let res = "198.51.100.9";
+            r.seen(res.parse().unwrap(), Instant::now());
+            // a is nearer the resolver, but 5 ms from this server; b is next to it.
+            answer(
+                &mut r,
+                "a",
+                &[(res, Some(10_000)), ("192.0.2.53", Some(5_000))],
+                1_000,
+            );
+            answer(
+                &mut r,
+                "b",
+                &[(res, Some(12_000)), ("192.0.2.53", Some(100))],
+                1_000,
+            );
+            let m = r.assign(1_000).expect("placed");
+            let near = cat.near_views.iter().find(|n| n.pop == want).unwrap().view;
+            assert_eq!(
+                m[&res.parse::<IpAddr>().unwrap()],
+                near,
+                "sum_latencies = {sum}"
+            );
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::respond::{Outcome, Transport, respond};
-use crate::server::{Shared, StartError};
+use crate::server::{SeenFilter, Shared, StartError};
 use crate::stats::Counters;
 
 /// Responses queued beyond this stop reading from the connection.
@@ -91,6 +91,7 @@ fn run(
     let mut free: Vec<usize> = Vec::new();
     let mut events = Events::with_capacity(256);
     let mut last_sweep = Instant::now();
+    let mut seen = SeenFilter::default();
     let tick = (idle / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
 
     while !shared.stop.load(Ordering::Relaxed) {
@@ -110,7 +111,7 @@ fn run(
                 continue;
             }
             let done = match conns.get_mut(t).and_then(Option::as_mut) {
-                Some(c) => !serve(c, &shared, &counters),
+                Some(c) => !serve(c, &shared, &counters, &mut seen),
                 None => false,
             };
             if done {
@@ -195,7 +196,7 @@ fn close(poll: &Poll, conns: &mut [Option<Conn>], free: &mut Vec<usize>, t: usiz
 }
 
 /// Makes all the progress possible on one connection; false = close it.
-fn serve(c: &mut Conn, shared: &Shared, counters: &Counters) -> bool {
+fn serve(c: &mut Conn, shared: &Shared, counters: &Counters, seen: &mut SeenFilter) -> bool {
     loop {
         let mut progress = false;
         // Write what is queued.
@@ -256,8 +257,9 @@ fn serve(c: &mut Conn, shared: &Shared, counters: &Counters) -> bool {
                 &mut out,
             );
             counters.record(&o);
-            if let Outcome::Dropped(_) = o {
-                return false;
+            match o {
+                Outcome::Dropped(_) => return false,
+                Outcome::Answered { .. } => seen.note(shared, c.peer.ip()),
             }
             c.wbuf.extend_from_slice(&(out.len() as u16).to_be_bytes());
             c.wbuf.extend_from_slice(&out);
