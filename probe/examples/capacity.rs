@@ -4,7 +4,9 @@
 //! config with N origins spread over them, runs `popnet probe` on it with its reports
 //! sent here, lets it warm up, then for a window of whole seconds measures the probe
 //! process's on-CPU time (the sum of `/proc/PID/task/*/schedstat`, the scheduler's
-//! clock) and counts, per target and per second, the report entries that say it is up.
+//! clock) and counts, per target, the report entries in the window that say it is up
+//! (a round's entry is stamped when the round ends, so a target's rounds fall one per
+//! second give or take the odd pair straddling a second boundary).
 //!
 //! ```text
 //! cargo run --release -p probe --example capacity -- POPNET_BIN [SECONDS] N...
@@ -40,25 +42,27 @@ fn main() {
         rest
     };
     println!(
-        "| targets | probe CPU (% of one core) | CPU per target·probe (µs) | target-seconds probed up | rounds/s |"
+        "| targets | probe CPU (% of one core) | CPU per round (µs) | rounds up / expected | fewest rounds of a target | seconds with a round up |"
     );
-    println!("| ---: | ---: | ---: | ---: | ---: |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
     for n in ns {
         let r = run(bin, n, seconds as u64);
         println!(
-            "| {n} | {:.1} | {:.1} | {:.2} % ({}/{}) | {:.0} |",
+            "| {n} | {:.1} | {:.1} | {} / {} | {} of {seconds} | {:.2} % |",
             r.cpu_fraction * 100.0,
             r.cpu_fraction * 1e6 / r.rounds_per_s.max(1.0),
-            100.0 * r.covered as f64 / r.expected.max(1) as f64,
-            r.covered,
+            (r.rounds_per_s * seconds as f64).round(),
             r.expected,
-            r.rounds_per_s
+            r.fewest,
+            100.0 * r.covered as f64 / r.expected.max(1) as f64,
         );
     }
 }
 
 struct Outcome {
     cpu_fraction: f64,
+    /// Fewest rounds reported up for one target in the window.
+    fewest: usize,
     covered: usize,
     expected: usize,
     rounds_per_s: f64,
@@ -101,7 +105,7 @@ fn config(n: usize, ports: &[u16], reports: SocketAddr, probe_port: u16) -> Stri
         r#"[network]
 name = "bench"
 version = 1
-zone = "popnet.bench.example"
+zone = "popnet.internal"
 
 [probes]
 report_key = "{KEY_HEX}"
@@ -121,7 +125,7 @@ listen = "127.0.0.1:{probe_port}"
 
 [[customers]]
 name = "c"
-zones = ["bench.example"]
+zones = ["customer.example"]
 "#
     );
     for i in 0..n {
@@ -202,6 +206,10 @@ fn run(bin: &str, n: usize, seconds: u64) -> Outcome {
         })
     };
     std::thread::sleep(WARMUP);
+    if let Ok(Some(st)) = child.try_wait() {
+        eprintln!("popnet probe exited during warm-up ({st})");
+        std::process::exit(1);
+    }
     // Start the window on a whole second.
     let now_ms = probe::unix_ms();
     std::thread::sleep(Duration::from_millis(1000 - now_ms % 1000));
@@ -224,8 +232,10 @@ fn run(bin: &str, n: usize, seconds: u64) -> Outcome {
     let s = seen.lock().unwrap();
     let mut covered = 0;
     let mut rounds = 0;
+    let mut fewest = usize::MAX;
     for i in 0..n {
         let Some(secs) = s.get(&format!("c/o{i}")) else {
+            fewest = 0;
             continue;
         };
         let mut in_window: Vec<u64> = secs
@@ -234,11 +244,13 @@ fn run(bin: &str, n: usize, seconds: u64) -> Outcome {
             .filter(|&t| t >= first_sec && t < last_sec)
             .collect();
         rounds += in_window.len();
+        fewest = fewest.min(in_window.len());
         in_window.sort();
         in_window.dedup();
         covered += in_window.len();
     }
     Outcome {
+        fewest: if n == 0 { 0 } else { fewest },
         cpu_fraction: (cpu1 - cpu0) as f64 / wall.as_nanos() as f64,
         covered,
         expected: n * seconds as usize,
