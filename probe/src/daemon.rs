@@ -23,12 +23,14 @@ use crate::health::{TargetHealth, TargetSnapshot};
 use crate::load::{LoadAgent, LoadFigures, parse_cache_stats};
 use crate::report::{self, Entry, Report};
 
-use crate::responder::{Responder, ResponderOptions, ResponderStats};
+use crate::responder::{Responder, ResponderOptions, ResponderStats, ResponderStatsHandle};
 use crate::targets::{TargetError, service_targets};
 use crate::unix_ms;
 
 /// How often finished entries are sent.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// How often the probe logs a summary line (targets up and down, rounds, latency requests).
+pub const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 /// Service checks open at once unless `--max-concurrent` says otherwise.
 pub const DEFAULT_MAX_CONCURRENT: usize = 512;
 
@@ -217,6 +219,8 @@ impl ProbeDaemon {
             last_sent_at: 0,
             entries: Vec::new(),
             shared: shared.clone(),
+            latency: responder.as_ref().map(Responder::stats_handle),
+            last_summary: Instant::now(),
         };
         let service = std::thread::Builder::new()
             .name("probe-service".into())
@@ -367,6 +371,8 @@ struct Service {
     last_sent_at: u64,
     entries: Vec<Entry>,
     shared: Arc<Shared>,
+    latency: Option<ResponderStatsHandle>,
+    last_summary: Instant,
 }
 
 impl Service {
@@ -384,6 +390,10 @@ impl Service {
             if Instant::now() >= next_flush {
                 self.flush();
                 next_flush = Instant::now() + FLUSH_EVERY;
+            }
+            if self.last_summary.elapsed() >= SUMMARY_EVERY {
+                self.last_summary = Instant::now();
+                self.summary();
             }
         }
     }
@@ -429,6 +439,34 @@ impl Service {
             self.entries.push(entry);
         }
         st.engine = self.engine.stats();
+    }
+
+    /// One log line with what an operator checks first.
+    fn summary(&self) {
+        let st = lock(&self.shared.state);
+        let down: Vec<&str> = st
+            .ids
+            .iter()
+            .zip(&st.health)
+            .filter(|(_, h)| !h.health().up)
+            .map(|((id, _), _)| id.as_str())
+            .collect();
+        let e = self.engine.stats();
+        let l = self.latency.as_ref().map(ResponderStatsHandle::get);
+        tracing::info!(
+            targets = st.ids.len(),
+            down = %down.join(","),
+            rounds = e.rounds_done,
+            skipped = e.skipped,
+            overrun = e.overrun,
+            max_open = e.max_open,
+            load = ?st.load.map(|l| l.load),
+            reports_sent = self.shared.reports_sent.load(Ordering::Relaxed),
+            report_errors = self.shared.report_errors.load(Ordering::Relaxed),
+            latency_requests = l.map_or(0, |l| l.requests),
+            latency_dropped = l.map_or(0, |l| l.bad_mac + l.malformed + l.stale + l.rate_limited_requests),
+            "probe: summary"
+        );
     }
 
     fn flush(&mut self) {

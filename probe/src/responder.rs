@@ -162,6 +162,42 @@ pub struct ResponderStats {
     pub icmp: bool,
 }
 
+/// Reads a responder's counters.
+#[derive(Clone)]
+pub struct ResponderStatsHandle {
+    counters: Arc<Counters>,
+    icmp: bool,
+}
+
+impl ResponderStatsHandle {
+    pub fn get(&self) -> ResponderStats {
+        let c = &self.counters;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ResponderStats {
+            requests: g(&c.requests),
+            addresses: g(&c.addresses),
+            bad_mac: g(&c.bad_mac),
+            malformed: g(&c.malformed),
+            stale: g(&c.stale),
+            rate_limited_requests: g(&c.rate_limited_requests),
+            rate_limited_addresses: g(&c.rate_limited_addresses),
+            deduped: g(&c.deduped),
+            joined: g(&c.joined),
+            overloaded: g(&c.overloaded),
+            measured: g(&c.measured),
+            by_icmp: g(&c.by_icmp),
+            by_dns: g(&c.by_dns),
+            by_tcp: g(&c.by_tcp),
+            no_answer: g(&c.no_answer),
+            responses: g(&c.responses),
+            results_sent: g(&c.results_sent),
+            send_errors: g(&c.send_errors),
+            max_active: g(&c.max_active),
+            icmp: self.icmp,
+        }
+    }
+}
+
 /// The running responder thread.
 pub struct Responder {
     local: SocketAddr,
@@ -253,28 +289,13 @@ impl Responder {
     }
 
     pub fn stats(&self) -> ResponderStats {
-        let c = &self.counters;
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        ResponderStats {
-            requests: g(&c.requests),
-            addresses: g(&c.addresses),
-            bad_mac: g(&c.bad_mac),
-            malformed: g(&c.malformed),
-            stale: g(&c.stale),
-            rate_limited_requests: g(&c.rate_limited_requests),
-            rate_limited_addresses: g(&c.rate_limited_addresses),
-            deduped: g(&c.deduped),
-            joined: g(&c.joined),
-            overloaded: g(&c.overloaded),
-            measured: g(&c.measured),
-            by_icmp: g(&c.by_icmp),
-            by_dns: g(&c.by_dns),
-            by_tcp: g(&c.by_tcp),
-            no_answer: g(&c.no_answer),
-            responses: g(&c.responses),
-            results_sent: g(&c.results_sent),
-            send_errors: g(&c.send_errors),
-            max_active: g(&c.max_active),
+        self.stats_handle().get()
+    }
+
+    /// A handle that reads the counters from another thread.
+    pub fn stats_handle(&self) -> ResponderStatsHandle {
+        ResponderStatsHandle {
+            counters: self.counters.clone(),
             icmp: self.icmp,
         }
     }
