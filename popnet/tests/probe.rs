@@ -53,16 +53,10 @@ impl Drop for Proc {
     }
 }
 
-fn config(
-    dns: u16,
-    reports: u16,
-    admin: u16,
-    cache: u16,
-    cache_admin: u16,
-    probe: u16,
-    east: SocketAddr,
-    west: SocketAddr,
-) -> String {
+/// The test network on loopback; `ports` are dns, reports, admin, cache, cache admin
+/// and probe.
+fn config(ports: &[u16; 6], east: SocketAddr, west: SocketAddr) -> String {
+    let [dns, reports, admin, cache, cache_admin, probe] = *ports;
     let body_xxh3 = probe::check::body_xxh3_hex(&body_of_path("/health/300"));
     format!(
         r#"
@@ -178,16 +172,10 @@ fn probe_reports_health_and_load_follows_a_dead_origin_and_survives_a_restart() 
     let east = DemoOrigin::start(&["127.0.0.1:0".parse().unwrap()]).unwrap();
     let west = DemoOrigin::start(&["127.0.0.2:0".parse().unwrap()]).unwrap();
     let (e, w) = (east.addrs[0], west.addrs[0]);
-    let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+    let ports: [u16; 6] = std::array::from_fn(|_| free_port());
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("popnet.toml");
-    std::fs::write(
-        &cfg,
-        config(
-            ports[0], ports[1], ports[2], ports[3], ports[4], ports[5], e, w,
-        ),
-    )
-    .unwrap();
+    std::fs::write(&cfg, config(&ports, e, w)).unwrap();
     let admin: SocketAddr = ([127, 0, 0, 1], ports[2]).into();
     let mut dns = Proc::start(&["dns"], &cfg, "dns");
     let mut cache = Proc::start(&["cache"], &cfg, "cache");
