@@ -1,8 +1,10 @@
 //! The latency responder: measures this POP's round trip to the resolvers that DNS servers ask about, and answers in signed batches.
 //!
-//! A request ([`crate::latency`]) is verified, then charged to its requester's token
-//! bucket (keyed by source IP: [`ResponderOptions::rate_per_s`] addresses per second,
-//! the same as burst); a request that does not fit is dropped whole and counted. Each
+//! A request ([`crate::latency`]) is verified (MAC, format, and a `sent_at_ms` within
+//! [`ResponderOptions::max_age`] of now, which bounds replays), then charged to its
+//! requester's token bucket (keyed by source IP: [`ResponderOptions::rate_per_s`]
+//! addresses per second, the same as burst); a request that does not fit is dropped
+//! whole and counted. Each
 //! address is then answered from a measurement finished within the last
 //! [`FRESH_FOR`], joined to a measurement in flight, or measured anew. At most
 //! [`ResponderOptions::max_concurrent`] measurements run at once; more wait in a queue
