@@ -3,8 +3,8 @@
 //! | request                  | body / answer                                                      |
 //! |--------------------------|--------------------------------------------------------------------|
 //! | `GET /health`            | `ok`                                                               |
-//! | `GET /stats`             | [`StatsReply`]: requests, connections, origin, tiers, in-flight     |
-//! | `GET /object?url=URL`    | [`ObjectReply`]: every stored variant of a URL (age, size, tier, hits) |
+//! | `GET /stats`             | [`StatsReply`]: requests, connections, origin, tiers (RAM, disk), in-flight |
+//! | `GET /object?url=URL`    | [`ObjectReply`]: every stored variant of a URL (age, size, tier and place on disk, hits) |
 //! | `POST /purge`            | a [`Purge`] as JSON, e.g. `{"url":"http://h/p"}`, `{"prefix":"http://h/d/"}`, `{"customer":"demo"}`; answers [`PurgeReply`] |
 //!
 //! One request per connection, bounded head and body, short timeouts. With a token in
@@ -63,6 +63,11 @@ pub struct ObjectInfo {
     pub fresh: bool,
     pub stored_s_ago: u64,
     pub hits: u64,
+    /// Disk tier: the record's byte offset in the store file, and its length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_len: Option<u64>,
     pub etag: Option<String>,
     pub last_modified: Option<String>,
     pub vary: Vec<String>,
@@ -256,13 +261,15 @@ fn handle(mut s: TcpStream, ctx: &AdminContext) -> io::Result<()> {
                     customer: o.customer.to_string(),
                     tier: tier.to_string(),
                     status: o.head.status,
-                    size: o.body.len() as u64,
-                    charged: o.size(),
+                    size: o.body_len,
+                    charged: o.charged,
                     age_s: o.head.timing.current_age(now),
                     lifetime_s: o.head.lifetime,
                     fresh: o.head.is_fresh(now),
                     stored_s_ago: now.saturating_sub(o.stored_at),
-                    hits: o.hits.load(Ordering::Relaxed),
+                    hits: o.hits,
+                    disk_offset: o.disk.map(|d| d.0),
+                    disk_len: o.disk.map(|d| d.1),
                     etag: o
                         .head
                         .etag
@@ -325,10 +332,7 @@ fn handle(mut s: TcpStream, ctx: &AdminContext) -> io::Result<()> {
                 Err(e) => return reply(&mut s, 400, "text/plain", format!("{e}\n").as_bytes()),
             };
             sh.purges.record(m.clone());
-            let purged = match &m {
-                Matcher::Url(k) => sh.store.remove_url(k),
-                _ => sh.store.purge(&|o| m.matches_object(o)),
-            } as u64;
+            let purged = sh.store.purge(&m) as u64;
             tracing::info!(?p, purged, "cache purge");
             reply(
                 &mut s,

@@ -1,9 +1,9 @@
-//! popnet's HTTP cache: HTTP/1.1 over io_uring in front of customer origins, with a RAM tier, coalesced origin fetches and purge.
+//! popnet's HTTP cache: HTTP/1.1 over io_uring in front of customer origins, with a RAM tier, a disk tier, coalesced origin fetches and purge.
 //!
 //! [`CacheServer::start`] builds the cache of this box's POP from a
 //! [`popnet_config::Config`]: the host routes ([`routes`]), the tiered store
-//! ([`store`]: a sharded RAM tier with S3-FIFO eviction, with room for the disk
-//! tier), the miss lock and in-flight fetches ([`coalesce`]), the origin fetchers
+//! ([`store`]: a sharded RAM tier with S3-FIFO eviction in front of an optional
+//! log-structured disk tier, [`store::disk`]), the miss lock and in-flight fetches ([`coalesce`]), the origin fetchers
 //! ([`origin`], [`selector`]), one io_uring event loop per core ([`worker`], with
 //! every `unsafe` in [`uring`]) and the admin listener ([`admin`]). HTTP caching
 //! follows RFC 9111 ([`object`], [`http`], [`key`]); every request is counted

@@ -293,6 +293,28 @@ impl ResponseHead {
         }
     }
 
+    /// A head as the disk tier stored it: the same fields, body length and clock facts
+    /// give the same derived facts (freshness, validators, Vary) as when it was stored.
+    pub fn restore(
+        status: u16,
+        fields: Vec<(Box<str>, Bytes)>,
+        content_length: Option<u64>,
+        timing: Timing,
+        via: &str,
+    ) -> ResponseHead {
+        let mut h = ResponseHead::build(
+            status,
+            fields,
+            content_length,
+            timing.request_time,
+            timing.response_time,
+            timing.age_value,
+            via,
+        );
+        h.timing = timing;
+        h
+    }
+
     /// This head updated by a 304 to a revalidation (RFC 9111 §4.3.4): fields the 304
     /// carries replace the stored ones of the same name; the clock restarts.
     pub fn updated_by<'a>(

@@ -19,7 +19,8 @@ use crate::purge::PurgeLog;
 use crate::routes::Routes;
 use crate::selector::ConfigSelector;
 use crate::stats::Counters;
-use crate::store::{RamTier, S3Fifo, Store};
+use crate::store::disk::DiskError;
+use crate::store::{DiskSettings, DiskTier, RamTier, S3Fifo, Store};
 use crate::worker::Worker;
 
 /// Limits and timeouts of the client side, from `[pops.cache]`.
@@ -89,6 +90,10 @@ pub enum StartError {
     },
     #[error("cannot start a thread: {0}")]
     Thread(#[source] io::Error),
+    #[error(
+        "cannot start the disk tier: {0}; fix disk_path / disk_bytes in [pops.cache] (the path must be a writable file or block device with room for disk_bytes), or leave disk_path out to run RAM only"
+    )]
+    Disk(#[source] DiskError),
 }
 
 impl StartError {
@@ -213,7 +218,22 @@ impl CacheServer {
 
         let via = format!("1.1 {} (popnet)", pop.name);
         let ram = Arc::new(RamTier::new(svc.ram_bytes, S3Fifo::new(svc.ram_bytes)));
-        let store = Arc::new(Store::new(ram, Vec::new()));
+        let store = Arc::new(match &svc.disk_path {
+            None => Store::new(ram, Vec::new()),
+            Some(path) => {
+                let disk = DiskTier::open(&DiskSettings {
+                    path: path.clone(),
+                    bytes: svc.disk_bytes,
+                    segment_bytes: svc.disk_segment_bytes,
+                    promote_hits: svc.disk_promote_hits,
+                    promote_max_bytes: svc.disk_promote_max_bytes.min(svc.ram_bytes / 2),
+                    max_object_bytes: svc.max_object_bytes,
+                    via: via.clone(),
+                })
+                .map_err(StartError::Disk)?;
+                Store::with_disk(ram, Arc::new(disk))
+            }
+        });
         let misses: Arc<dyn MissLock> = Arc::new(MissTable::new());
         let purges = Arc::new(PurgeLog::default());
         let ctx = Arc::new(FetchContext::new(
@@ -333,6 +353,8 @@ impl CacheServer {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        // Workers are gone: write what the disk tier has queued and seal it.
+        self.shared.store.shutdown();
     }
 
     /// Stops every worker and the admin listener and waits for them. Origin fetches in

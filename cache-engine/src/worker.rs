@@ -9,6 +9,16 @@
 //! request leads) and streams from it as the origin delivers; the worker is woken
 //! through its [`Mailbox`].
 //!
+//! A hit on the disk tier is read on this worker's own ring (`ReadFixed` into its
+//! registered buffers, one read in flight per connection): a small object is read
+//! whole and verified, then served like a RAM hit (and promoted if the disk tier's
+//! policy says so); a large one is streamed chunk by chunk, each chunk verified
+//! before it is queued, its head sent only once the first chunk checked out, and the
+//! next read issued only when the output queue is below [`HIGH_WATER`]. The bytes go
+//! out straight from the read buffer (lent as `Bytes`; copied instead when few
+//! buffers are free, so clients that do not read cannot pin them all). A record that
+//! fails its checks is a miss: the request goes to the origin like any other.
+//!
 //! Reading pauses while a response is in progress or the output queue is above
 //! [`HIGH_WATER`], so a client that sends without reading cannot make the worker
 //! buffer without bound. A request that is refused (malformed, too large, too slow)
@@ -38,7 +48,9 @@ use crate::origin::{FetchJob, OriginRequest};
 use crate::routes::Route;
 use crate::server::Shared;
 use crate::stats::{CacheStatus, Counters, bump};
-use crate::uring::{Completion, Event, MAX_IOVECS, Op, Ring};
+use crate::store::Lookup;
+use crate::store::disk::{DiskLoad, DiskStream, IO_BUF, LoadError, Loaded, ReadAsk};
+use crate::uring::{BufId, Completion, Event, MAX_IOVECS, Op, Ring};
 
 /// Output queued beyond this pauses reading and streaming for that connection.
 pub const HIGH_WATER: usize = 256 * 1024;
@@ -50,12 +62,17 @@ const COPY_BODY: usize = 16 * 1024;
 const LINGER: Duration = Duration::from_secs(2);
 /// Requests handled per connection before others get a turn.
 const BURST: usize = 64;
+/// Registered buffers for disk reads (each [`IO_BUF`] bytes): disk reads in flight at
+/// once on one worker.
+const DISK_BUFS: usize = 16;
 
 /// Completion tags: the top two bits say what finished (0 = a connection, whose token
 /// fills the rest), the low bits which one.
 const KIND: u64 = 3 << 62;
 const KIND_LISTENER: u64 = 1 << 62;
 const KIND_WAKE: u64 = 2 << 62;
+/// A disk read for the connection whose token fills the low bits.
+const KIND_DISK: u64 = 3 << 62;
 
 fn token(slot: usize, generation: u32) -> u64 {
     (u64::from(generation) << 32) | slot as u64
@@ -230,9 +247,36 @@ impl Drop for FetchReader {
     }
 }
 
+/// A connection reading its response from the disk tier.
+struct DiskReader {
+    info: ReqInfo,
+    route: Arc<Route>,
+    primary: CacheKey,
+    /// The key a fill would lock (the variant key for varying URLs).
+    lock: CacheKey,
+    state: DiskState,
+    /// A read is in flight.
+    reading: bool,
+    /// A read that completed and is not processed yet.
+    landed: Option<(BufId, io::Result<usize>)>,
+}
+
+enum DiskState {
+    /// Reading the record (whole, or its header).
+    Load(DiskLoad),
+    /// Streaming the body; `head` is sent with the first verified chunk.
+    Stream {
+        stream: DiskStream,
+        head: Option<Bytes>,
+        status: u16,
+        ttfb_us: u64,
+    },
+}
+
 enum Current {
     Body(Box<BodyRead>),
     Fetch(Box<FetchReader>),
+    Disk(Box<DiskReader>),
 }
 
 enum Step {
@@ -247,6 +291,8 @@ struct Conn {
     rbuf: Vec<u8>,
     recv_busy: bool,
     send_busy: bool,
+    /// A disk read for this connection is in flight.
+    disk_busy: bool,
     out: VecDeque<Bytes>,
     out_bytes: usize,
     wbuf: BytesMut,
@@ -365,6 +411,9 @@ pub(crate) struct Worker {
     host_buf: String,
     log_buf: Vec<u8>,
     last_flush: Instant,
+    /// Connections waiting for a disk buffer, and those to resume because one came free.
+    buf_waiters: VecDeque<u64>,
+    buf_ready: Vec<u64>,
 }
 
 impl Worker {
@@ -375,7 +424,13 @@ impl Worker {
         mailbox: Arc<Mailbox>,
         counters: Arc<Counters>,
     ) -> io::Result<Worker> {
-        let ring = Ring::new(1024)?;
+        let mut ring = Ring::new(1024)?;
+        if shared.store.disk().is_some() && !ring.add_fixed_buffers(DISK_BUFS, IO_BUF) {
+            tracing::info!(
+                worker = id,
+                "disk read buffers not registered (locked-memory limit); using plain reads"
+            );
+        }
         let n = listeners.len();
         Ok(Worker {
             ring,
@@ -394,6 +449,8 @@ impl Worker {
             host_buf: String::new(),
             log_buf: Vec::new(),
             last_flush: Instant::now(),
+            buf_waiters: VecDeque::new(),
+            buf_ready: Vec::new(),
         })
     }
 
@@ -423,6 +480,16 @@ impl Worker {
             for t in woken.drain(..) {
                 if let Some(slot) = self.slot_of(t) {
                     self.progress(slot);
+                }
+            }
+            if !self.buf_waiters.is_empty() {
+                self.reclaim_bufs();
+            }
+            while !self.buf_ready.is_empty() {
+                for t in std::mem::take(&mut self.buf_ready) {
+                    if let Some(slot) = self.slot_of(t) {
+                        self.progress(slot);
+                    }
                 }
             }
             if self.now.duration_since(last_sweep) >= TICK {
@@ -496,6 +563,14 @@ impl Worker {
                     },
                 )?;
             }
+            KIND_DISK => {
+                if let Event::Fixed { buf, result } = c.event {
+                    match self.slot_of(c.tag & !KIND) {
+                        Some(slot) => self.disk_landed(slot, buf, result),
+                        None => self.give_buf(buf),
+                    }
+                }
+            }
             _ => {
                 let Some(slot) = self.slot_of(c.tag) else {
                     return Ok(());
@@ -541,6 +616,7 @@ impl Worker {
             rbuf: Vec::with_capacity(4096),
             recv_busy: false,
             send_busy: false,
+            disk_busy: false,
             out: VecDeque::new(),
             out_bytes: 0,
             wbuf: BytesMut::new(),
@@ -700,7 +776,7 @@ impl Worker {
         let needs = c.linger.is_some()
             || (!c.closing
                 && c.out_bytes <= HIGH_WATER
-                && !matches!(c.cur, Some(Current::Fetch(_))));
+                && !matches!(c.cur, Some(Current::Fetch(_) | Current::Disk(_))));
         if !needs {
             return;
         }
@@ -763,7 +839,7 @@ impl Worker {
             c.out.clear();
             let _ = socket2::SockRef::from(&c.fd).shutdown(Shutdown::Both);
         }
-        if !c.recv_busy && !c.send_busy {
+        if !c.recv_busy && !c.send_busy && !c.disk_busy {
             self.conns[slot] = None;
             self.free.push(slot);
             self.shared.open.fetch_sub(1, Ordering::AcqRel);
@@ -819,7 +895,7 @@ impl Worker {
                         self.progress(slot);
                     }
                 }
-                Some(Current::Fetch(_)) => {}
+                Some(Current::Fetch(_) | Current::Disk(_)) => {}
                 None => {
                     if let Some(t) = c.head_started {
                         if now.duration_since(t) >= head_t {
@@ -1067,6 +1143,24 @@ impl Worker {
                 .collect()
         };
         let (found, variant) = self.shared.store.lookup(&primary, values);
+        let found = match found {
+            Lookup::Hit(o) => Some(o),
+            Lookup::Miss => None,
+            Lookup::OnDisk(r) => {
+                let info = ReqInfo::from_request(req, host, facts.started);
+                let lock = variant.map_or_else(|| primary.clone(), |(k, _)| k);
+                self.conn(slot).cur = Some(Current::Disk(Box::new(DiskReader {
+                    info,
+                    route: route.clone(),
+                    primary,
+                    lock,
+                    state: DiskState::Load(r.load()),
+                    reading: false,
+                    landed: None,
+                })));
+                return;
+            }
+        };
         let now = self.now_unix;
         let (revalidate, stale) = match found {
             Some(o) if o.head.is_fresh(now) => {
@@ -1207,25 +1301,26 @@ impl Worker {
         })));
     }
 
-    /// Serves a stored object (conditionals, ranges and HEAD included) in full.
-    fn serve_object(
+    /// Writes (into `wbuf`, not yet queued) the head of a response from a stored
+    /// object whose body is `len` bytes: 304 for matching conditionals, 206/416 for a
+    /// range, HEAD without a body. Returns the status and the body bytes to send.
+    fn object_head(
         &mut self,
         slot: usize,
-        o: &StoredObject,
+        head: &ResponseHead,
+        len: u64,
         cache: CacheStatus,
         f: &Facts<'_>,
-        customer: &str,
-    ) {
-        let head = &o.head;
+    ) -> (u16, Option<std::ops::Range<u64>>) {
         let age = head.timing.current_age(self.now_unix);
         let close = !f.keep_alive;
-        let len = o.body.len() as u64;
         let c = self.conn(slot);
         c.resp_bytes = 0;
         c.reserve(head.block.len() + 192);
-        let status;
+        if close {
+            c.closing = true;
+        }
         if head.not_modified_for(f.inm, f.ims) {
-            status = 304;
             write_head(
                 &mut c.wbuf,
                 304,
@@ -1238,90 +1333,101 @@ impl Worker {
                 close,
                 f.http10,
             );
-            c.push_wbuf();
-        } else {
-            let mut range = match f.range {
-                Some(r)
-                    if head.status == 200
-                        && f.method == Method::Get
-                        && f.if_range.is_none_or(|ir| head.if_range_holds(ir)) =>
-                {
-                    resolve_range(r, len)
-                }
-                _ => RangeAsk::Full,
-            };
-            if head.status != 200 {
-                range = RangeAsk::Full;
-            }
-            let (s, body) = match range {
-                RangeAsk::Full => {
-                    let ar = head.status == 200 && head.field("accept-ranges").is_none();
-                    let extra: &[(&str, &str)] = if ar {
-                        &[("Accept-Ranges", "bytes")]
-                    } else {
-                        &[]
-                    };
-                    write_head(
-                        &mut c.wbuf,
-                        head.status,
-                        Some(head),
-                        None,
-                        Some(age),
-                        Some(cache),
-                        Length::Known(len),
-                        extra,
-                        close,
-                        f.http10,
-                    );
-                    (head.status, o.body.clone())
-                }
-                RangeAsk::Partial(r) => {
-                    let cr = format!("bytes {}-{}/{len}", r.start, r.end - 1);
-                    write_head(
-                        &mut c.wbuf,
-                        206,
-                        Some(head),
-                        None,
-                        Some(age),
-                        Some(cache),
-                        Length::Known(r.end - r.start),
-                        &[("Content-Range", &cr)],
-                        close,
-                        f.http10,
-                    );
-                    (206, o.body.slice(r.start as usize..r.end as usize))
-                }
-                RangeAsk::Unsatisfiable => {
-                    let cr = format!("bytes */{len}");
-                    write_head(
-                        &mut c.wbuf,
-                        416,
-                        Some(head),
-                        None,
-                        Some(age),
-                        Some(cache),
-                        Length::Known(0),
-                        &[("Content-Range", &cr)],
-                        close,
-                        f.http10,
-                    );
-                    (416, Bytes::new())
-                }
-            };
-            status = s;
-            if f.method == Method::Head || body.is_empty() {
-                c.push_wbuf();
-            } else if body.len() <= COPY_BODY {
-                c.reserve(body.len());
-                c.wbuf.put_slice(&body);
-                c.push_wbuf();
-            } else {
-                c.push_wbuf();
-                c.push(body);
-            }
+            return (304, None);
         }
-        if close {
-            c.closing = true;
+        let range = match f.range {
+            Some(r)
+                if head.status == 200
+                    && f.method == Method::Get
+                    && f.if_range.is_none_or(|ir| head.if_range_holds(ir)) =>
+            {
+                resolve_range(r, len)
+            }
+            _ => RangeAsk::Full,
+        };
+        let (status, body) = match range {
+            RangeAsk::Full => {
+                let ar = head.status == 200 && head.field("accept-ranges").is_none();
+                let extra: &[(&str, &str)] = if ar {
+                    &[("Accept-Ranges", "bytes")]
+                } else {
+                    &[]
+                };
+                write_head(
+                    &mut c.wbuf,
+                    head.status,
+                    Some(head),
+                    None,
+                    Some(age),
+                    Some(cache),
+                    Length::Known(len),
+                    extra,
+                    close,
+                    f.http10,
+                );
+                (head.status, 0..len)
+            }
+            RangeAsk::Partial(r) => {
+                let cr = format!("bytes {}-{}/{len}", r.start, r.end - 1);
+                write_head(
+                    &mut c.wbuf,
+                    206,
+                    Some(head),
+                    None,
+                    Some(age),
+                    Some(cache),
+                    Length::Known(r.end - r.start),
+                    &[("Content-Range", &cr)],
+                    close,
+                    f.http10,
+                );
+                (206, r.start..r.end)
+            }
+            RangeAsk::Unsatisfiable => {
+                let cr = format!("bytes */{len}");
+                write_head(
+                    &mut c.wbuf,
+                    416,
+                    Some(head),
+                    None,
+                    Some(age),
+                    Some(cache),
+                    Length::Known(0),
+                    &[("Content-Range", &cr)],
+                    close,
+                    f.http10,
+                );
+                (416, 0..0)
+            }
+        };
+        let send = f.method != Method::Head && !body.is_empty();
+        (status, send.then_some(body))
+    }
+
+    /// Serves a stored object (conditionals, ranges and HEAD included) in full.
+    fn serve_object(
+        &mut self,
+        slot: usize,
+        o: &StoredObject,
+        cache: CacheStatus,
+        f: &Facts<'_>,
+        customer: &str,
+    ) {
+        let (status, range) = self.object_head(slot, &o.head, o.body.len() as u64, cache, f);
+        let c = self.conn(slot);
+        match range {
+            None => c.push_wbuf(),
+            Some(r) => {
+                let body = o.body.slice(r.start as usize..r.end as usize);
+                if body.len() <= COPY_BODY {
+                    c.reserve(body.len());
+                    c.wbuf.put_slice(&body);
+                    c.push_wbuf();
+                } else {
+                    c.push_wbuf();
+                    c.push(body);
+                }
+            }
         }
         let ttfb = f.started.elapsed();
         self.log(
@@ -1337,6 +1443,297 @@ impl Worker {
         );
     }
 
+    /// Returns a disk buffer and resumes a connection that waits for one.
+    fn give_buf(&mut self, buf: BufId) {
+        self.ring.put_buf(buf);
+        if let Some(t) = self.buf_waiters.pop_front() {
+            self.buf_ready.push(t);
+        }
+    }
+
+    /// Takes back disk buffers whose bytes are no longer referenced (sent, or
+    /// dropped), resuming as many waiting connections.
+    fn reclaim_bufs(&mut self) {
+        for _ in 0..self.ring.free_buffers() {
+            match self.buf_waiters.pop_front() {
+                Some(t) => self.buf_ready.push(t),
+                None => break,
+            }
+        }
+    }
+
+    /// A disk read of connection `slot` completed.
+    fn disk_landed(&mut self, slot: usize, buf: BufId, result: io::Result<usize>) {
+        let c = self.conn(slot);
+        c.disk_busy = false;
+        if c.dead {
+            self.give_buf(buf);
+            self.kill(slot);
+            return;
+        }
+        match c.cur.as_mut() {
+            Some(Current::Disk(d)) => {
+                d.reading = false;
+                d.landed = Some((buf, result));
+            }
+            _ => {
+                self.give_buf(buf);
+                return;
+            }
+        }
+        self.progress(slot);
+    }
+
+    /// Issues a disk read for `slot`; `Ok(false)` when no buffer is free (the
+    /// connection is resumed when one is).
+    fn disk_read(&mut self, slot: usize, ask: ReadAsk) -> Result<bool, LoadError> {
+        let Some(buf) = self.ring.take_buf() else {
+            let c = self.conn(slot);
+            let t = token(slot, c.generation);
+            if !self.buf_waiters.contains(&t) {
+                self.buf_waiters.push_back(t);
+            }
+            return Ok(false);
+        };
+        let c = self.conn(slot);
+        let tag = KIND_DISK | token(slot, c.generation);
+        self.ring.submit(
+            tag,
+            Op::ReadFixed {
+                fd: ask.fd,
+                offset: ask.offset,
+                buf,
+                len: ask.len,
+            },
+        )?;
+        self.conn(slot).disk_busy = true;
+        Ok(true)
+    }
+
+    /// Advances a response from the disk tier.
+    fn advance_disk(&mut self, slot: usize, mut d: Box<DiskReader>) -> Step {
+        if let Some((buf, result)) = d.landed.take() {
+            let data = match result {
+                // Lent while buffers are plentiful; copied when they run short, so
+                // clients that do not read cannot hold every buffer of the worker.
+                Ok(n) if self.ring.free_buffers() >= DISK_BUFS / 4 => Ok(self.ring.lend(buf, n)),
+                Ok(n) => {
+                    let copy = Bytes::copy_from_slice(&self.ring.buf(&buf)[..n.min(IO_BUF)]);
+                    self.give_buf(buf);
+                    Ok(copy)
+                }
+                Err(e) => {
+                    self.give_buf(buf);
+                    Err(LoadError::Io(e))
+                }
+            };
+            match &mut d.state {
+                DiskState::Load(load) => {
+                    let r = data.and_then(|b| load.on_read(b));
+                    self.reclaim_bufs();
+                    match r {
+                        Ok(None) => {}
+                        Ok(Some(Loaded::Whole { obj, vary, promote })) => {
+                            if promote {
+                                self.shared.store.promote(obj.clone(), vary);
+                            }
+                            return self.disk_object(slot, d, obj);
+                        }
+                        Ok(Some(Loaded::Stream(head))) => {
+                            return self.disk_stream_start(slot, d, head);
+                        }
+                        Err(e) => {
+                            load.disk_ref().failed(&e);
+                            return self.disk_miss(slot, d);
+                        }
+                    }
+                }
+                DiskState::Stream {
+                    stream,
+                    head,
+                    status,
+                    ttfb_us,
+                } => {
+                    let r = data.and_then(|b| stream.on_read(b));
+                    self.reclaim_bufs();
+                    match r {
+                        Ok(chunk) => {
+                            let c = self.conn(slot);
+                            if let Some(h) = head.take() {
+                                c.push(h);
+                                *ttfb_us = d.info.started.elapsed().as_micros() as u64;
+                            }
+                            c.push(chunk);
+                        }
+                        Err(e) => {
+                            stream.failed(&e);
+                            if head.is_some() {
+                                // Nothing sent yet: fetch it instead.
+                                return self.disk_miss(slot, d);
+                            }
+                            // The head is out: close without completing the body.
+                            tracing::debug!(error = %e, "disk stream failed mid-body");
+                            let status = *status;
+                            self.conn(slot).closing = true;
+                            self.disk_done(slot, &d, status.max(1), 0);
+                            return Step::Done;
+                        }
+                    }
+                }
+            }
+        }
+        if d.reading {
+            self.conn(slot).cur = Some(Current::Disk(d));
+            return Step::Blocked;
+        }
+        let ask = match &mut d.state {
+            DiskState::Load(load) => load.next_read(IO_BUF),
+            DiskState::Stream {
+                stream,
+                status,
+                ttfb_us,
+                ..
+            } => {
+                if stream.done() {
+                    let (status, ttfb) = (*status, *ttfb_us);
+                    self.disk_done(slot, &d, status, ttfb);
+                    return Step::Done;
+                }
+                if self.conn(slot).out_bytes > HIGH_WATER {
+                    self.conn(slot).cur = Some(Current::Disk(d));
+                    return Step::Blocked;
+                }
+                stream.next_read()
+            }
+        };
+        match self.disk_read(slot, ask) {
+            Ok(started) => {
+                d.reading = started;
+                self.conn(slot).cur = Some(Current::Disk(d));
+                Step::Blocked
+            }
+            Err(e) => {
+                match &d.state {
+                    DiskState::Load(load) => load.disk_ref().failed(&e),
+                    DiskState::Stream { stream, .. } => stream.failed(&e),
+                }
+                if matches!(&d.state, DiskState::Stream { head: None, .. }) {
+                    self.conn(slot).closing = true;
+                    self.disk_done(slot, &d, 1, 0);
+                    return Step::Done;
+                }
+                self.disk_miss(slot, d)
+            }
+        }
+    }
+
+    /// The disk gave nothing usable: fetch from the origin like any miss.
+    fn disk_miss(&mut self, slot: usize, d: Box<DiskReader>) -> Step {
+        let DiskReader {
+            info,
+            route,
+            primary,
+            lock,
+            ..
+        } = *d;
+        let c = self.conn(slot);
+        c.wbuf.clear();
+        c.resp_bytes = 0;
+        self.start_fill(slot, info, route, primary, lock, None, None);
+        self.advance(slot)
+    }
+
+    /// A whole object read from disk: served like a RAM hit (fresh, stale while
+    /// revalidating, or revalidated/refetched).
+    fn disk_object(&mut self, slot: usize, d: Box<DiskReader>, o: Arc<StoredObject>) -> Step {
+        let now = self.now_unix;
+        let DiskReader {
+            info,
+            route,
+            primary,
+            lock,
+            ..
+        } = *d;
+        if o.head.is_fresh(now) {
+            let f = info.facts();
+            self.serve_object(slot, &o, CacheStatus::Hit, &f, &route.customer);
+            return Step::Done;
+        }
+        // Kept beyond this response (revalidation): off the read buffer.
+        let o = Arc::new(StoredObject::new(
+            o.key.clone(),
+            o.primary,
+            o.customer.clone(),
+            o.head.clone(),
+            Bytes::copy_from_slice(&o.body),
+            o.stored_at,
+        ));
+        if o.head.stale_while_revalidate_ok(now) {
+            let f = info.facts();
+            self.serve_object(slot, &o, CacheStatus::Stale, &f, &route.customer);
+            let peer = self.conn_peer(slot);
+            self.background_revalidate(o, &info, &route, primary, peer);
+            return Step::Done;
+        }
+        let revalidate = o.head.has_validator().then(|| o.clone());
+        self.start_fill(slot, info, route, primary, lock, revalidate, Some(o));
+        self.advance(slot)
+    }
+
+    /// The verified head of a large object on disk: answer conditionals, ranges and
+    /// HEAD, and set up the stream of the body. A stale one is fetched again (its body
+    /// is not in memory to revalidate with).
+    fn disk_stream_start(
+        &mut self,
+        slot: usize,
+        mut d: Box<DiskReader>,
+        sh: crate::store::disk::StreamHead,
+    ) -> Step {
+        if !sh.head.is_fresh(self.now_unix) {
+            return self.disk_miss(slot, d);
+        }
+        let f = d.info.facts();
+        let (status, range) = self.object_head(slot, &sh.head, sh.body_len, CacheStatus::Hit, &f);
+        let Some(range) = range else {
+            self.conn(slot).push_wbuf();
+            let ttfb = d.info.started.elapsed().as_micros() as u64;
+            self.disk_done(slot, &d, status, ttfb);
+            return Step::Done;
+        };
+        let Some(stream) = sh.stream(range.start, range.end) else {
+            return self.disk_miss(slot, d);
+        };
+        let head = self.conn(slot).wbuf.split().freeze();
+        d.state = DiskState::Stream {
+            stream,
+            head: Some(head),
+            status,
+            ttfb_us: 0,
+        };
+        self.advance_disk(slot, d)
+    }
+
+    /// Logs a response served from the disk tier.
+    fn disk_done(&mut self, slot: usize, d: &DiskReader, status: u16, ttfb_us: u64) {
+        let f = d.info.facts();
+        let ttfb = if ttfb_us > 0 {
+            Duration::from_micros(ttfb_us)
+        } else {
+            f.started.elapsed()
+        };
+        self.log(
+            slot,
+            Some(&f),
+            Some(&d.route.customer),
+            status,
+            CacheStatus::Hit,
+            None,
+            f.started,
+            ttfb,
+            None,
+        );
+    }
+
     /// Advances the request in progress.
     fn advance(&mut self, slot: usize) -> Step {
         let Some(cur) = self.conn(slot).cur.take() else {
@@ -1345,6 +1742,7 @@ impl Worker {
         match cur {
             Current::Body(b) => self.advance_body(slot, b),
             Current::Fetch(r) => self.advance_fetch(slot, r),
+            Current::Disk(d) => self.advance_disk(slot, d),
         }
     }
 

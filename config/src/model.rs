@@ -333,6 +333,25 @@ pub struct CacheService {
     /// File that receives one JSON line per request; none = no access log.
     #[serde(default)]
     pub access_log: Option<std::path::PathBuf>,
+    /// The disk tier's store: a file (created and preallocated if missing) or a block
+    /// device; none = RAM only. A RAM miss is looked up there, a disk miss fetched,
+    /// stored on disk, then in RAM.
+    #[serde(default)]
+    pub disk_path: Option<std::path::PathBuf>,
+    /// Bytes of the disk tier's store.
+    #[serde(default = "defaults::cache_disk_bytes")]
+    pub disk_bytes: u64,
+    /// The disk tier's unit of writing and of eviction (oldest segment first).
+    #[serde(default = "defaults::cache_disk_segment_bytes")]
+    pub disk_segment_bytes: u64,
+    /// An object read from disk is copied into RAM on this disk hit (0 = never).
+    #[serde(default = "defaults::cache_disk_promote_hits")]
+    pub disk_promote_hits: u32,
+    /// Objects up to this size (and at most ram_bytes / 2, what the RAM tier takes) are
+    /// read from disk whole and may be promoted; larger ones are streamed from disk in
+    /// 1 MiB chunks and stay there.
+    #[serde(default = "defaults::cache_disk_promote_max_bytes")]
+    pub disk_promote_max_bytes: u64,
 }
 
 /// The probe daemon of a POP.
@@ -527,6 +546,18 @@ mod defaults {
     }
     pub fn cache_ram_bytes() -> u64 {
         256 << 20
+    }
+    pub fn cache_disk_bytes() -> u64 {
+        1 << 30
+    }
+    pub fn cache_disk_segment_bytes() -> u64 {
+        64 << 20
+    }
+    pub fn cache_disk_promote_hits() -> u32 {
+        2
+    }
+    pub fn cache_disk_promote_max_bytes() -> u64 {
+        1 << 20
     }
     pub fn cache_max_object_bytes() -> u64 {
         32 << 20

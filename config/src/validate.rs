@@ -490,7 +490,9 @@ fn pops(p: &mut Problems, cfg: &Config) {
                     "give the RAM tier at least 1048576 bytes, e.g. 268435456 (256 MiB)",
                 );
             }
-            if c.max_object_bytes == 0 || c.max_object_bytes > c.ram_bytes {
+            if c.disk_path.is_none()
+                && (c.max_object_bytes == 0 || c.max_object_bytes > c.ram_bytes)
+            {
                 p.add(
                     format!("{at}.cache.max_object_bytes"),
                     format!(
@@ -499,6 +501,50 @@ fn pops(p: &mut Problems, cfg: &Config) {
                     ),
                     "use a fraction of ram_bytes, e.g. ram_bytes / 8",
                 );
+            }
+            if let Some(path) = &c.disk_path {
+                const SEGMENT_SLACK: u64 = 128 << 10;
+                let seg = c.disk_segment_bytes;
+                if path.as_os_str().is_empty() {
+                    p.add(
+                        format!("{at}.cache.disk_path"),
+                        "the disk tier's path is empty",
+                        "write a file path such as \"/var/cache/popnet/store\" (or a block device), or leave disk_path out for RAM only",
+                    );
+                }
+                if seg < 1 << 20 || !seg.is_multiple_of(4096) {
+                    p.add(
+                        format!("{at}.cache.disk_segment_bytes"),
+                        format!("{seg} is not a multiple of 4096 of at least 1 MiB"),
+                        "use e.g. 67108864 (64 MiB)",
+                    );
+                } else if c.disk_bytes.saturating_sub(4096) / seg < 4 {
+                    p.add(
+                        format!("{at}.cache.disk_bytes"),
+                        format!(
+                            "{} bytes hold fewer than 4 segments of {seg} bytes",
+                            c.disk_bytes
+                        ),
+                        format!(
+                            "give the disk tier at least {} bytes, or make disk_segment_bytes smaller",
+                            4 * seg + 4096
+                        ),
+                    );
+                }
+                if c.max_object_bytes == 0 || c.max_object_bytes + SEGMENT_SLACK > seg / 2 {
+                    p.add(
+                        format!("{at}.cache.max_object_bytes"),
+                        format!(
+                            "{} must be positive and fit in half a disk segment less 128 KiB ({})",
+                            c.max_object_bytes,
+                            (seg / 2).saturating_sub(SEGMENT_SLACK)
+                        ),
+                        format!(
+                            "raise disk_segment_bytes to at least {} or lower max_object_bytes",
+                            (2 * (c.max_object_bytes + SEGMENT_SLACK)).div_ceil(1 << 20) << 20
+                        ),
+                    );
+                }
             }
             if c.max_connections == 0 {
                 p.add(

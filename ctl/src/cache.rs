@@ -24,9 +24,10 @@ pub enum CacheCmd {
         #[arg(long, value_name = "NAME")]
         customer: Option<String>,
     },
-    /// Requests (hits, misses, stale...), connections, origin fetches, tiers.
+    /// Requests (hits, misses, stale...), connections, origin fetches, and per tier (RAM,
+    /// disk): objects, bytes, hit ratio, evictions, checksum failures, I/O errors.
     Stats,
-    /// What the cache holds for one URL: age, size, tier, hits, validators.
+    /// What the cache holds for one URL: age, size, tier (and place on disk), hits, validators.
     Get {
         /// e.g. http://static.demo.example/obj/1k
         #[arg(value_name = "URL")]
@@ -224,6 +225,7 @@ pub fn run(
                 .unwrap_or(&[])
                 .iter()
                 .map(|t| {
+                    let looked = n(t, &["hits"]) + n(t, &["misses"]);
                     vec![
                         text(&t["tier"]),
                         text(&t["eviction"]),
@@ -233,15 +235,36 @@ pub fn run(
                             bytes(n(t, &["bytes"])),
                             bytes(n(t, &["capacity"]))
                         ),
+                        if looked > 0 {
+                            format!(
+                                "{:.1} % of {looked}",
+                                100.0 * n(t, &["hits"]) as f64 / looked as f64
+                            )
+                        } else {
+                            "-".into()
+                        },
                         n(t, &["inserted"]).to_string(),
                         n(t, &["evicted"]).to_string(),
                         n(t, &["purged"]).to_string(),
+                        n(t, &["rewritten"]).to_string(),
+                        n(t, &["checksum_failures"]).to_string(),
+                        n(t, &["io_errors"]).to_string(),
                     ]
                 })
                 .collect();
             table(
                 &[
-                    "TIER", "EVICTION", "OBJECTS", "BYTES", "INSERTED", "EVICTED", "PURGED",
+                    "TIER",
+                    "EVICTION",
+                    "OBJECTS",
+                    "BYTES",
+                    "HIT RATIO",
+                    "INSERTED",
+                    "EVICTED",
+                    "PURGED",
+                    "2ND CHANCE",
+                    "CHECKSUM FAIL",
+                    "IO ERRORS",
                 ],
                 &rows,
             );
@@ -259,9 +282,13 @@ pub fn run(
                 .unwrap_or(&[])
                 .iter()
                 .map(|o| {
+                    let tier = match o["disk_offset"].as_u64() {
+                        Some(at) => format!("{} @ {at}", text(&o["tier"])),
+                        None => text(&o["tier"]),
+                    };
                     vec![
                         text(&o["key"]),
-                        text(&o["tier"]),
+                        tier,
                         text(&o["status"]),
                         bytes(n(o, &["size"])),
                         format!("{}s / {}s", n(o, &["age_s"]), n(o, &["lifetime_s"])),

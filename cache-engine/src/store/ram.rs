@@ -11,9 +11,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
 
-use super::{EvictMeta, Eviction, Found, S3Fifo, Tier, TierStats, VaryNames};
+use super::{EvictMeta, Eviction, Found, S3Fifo, StoredView, Tier, TierStats, VaryNames};
 use crate::key::CacheKey;
 use crate::object::StoredObject;
+use crate::purge::Matcher;
 
 const SHARDS: usize = 64;
 
@@ -45,9 +46,18 @@ enum Entry {
 
 type Map = HashMap<u128, Entry, BuildHasherDefault<IdHasher>>;
 
+/// A shard's lookup counters, next to its lock (whose cache line a lookup touches anyway).
+#[derive(Default)]
+#[repr(align(64))]
+struct Looks {
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
 /// The RAM tier.
 pub struct RamTier<E: Eviction = S3Fifo> {
     shards: Box<[RwLock<Map>]>,
+    looks: Box<[Looks]>,
     policy: Mutex<E>,
     capacity: u64,
     used: AtomicU64,
@@ -66,6 +76,7 @@ impl<E: Eviction> RamTier<E> {
     pub fn new(capacity: u64, policy: E) -> RamTier<E> {
         RamTier {
             shards: (0..SHARDS).map(|_| RwLock::new(Map::default())).collect(),
+            looks: (0..SHARDS).map(|_| Looks::default()).collect(),
             policy: Mutex::new(policy),
             capacity,
             used: AtomicU64::new(0),
@@ -127,6 +138,12 @@ impl<E: Eviction> RamTier<E> {
         true
     }
 
+    fn count(&self, primary: u128, hit: bool) {
+        let l = &self.looks[shard_of(primary)];
+        let c = if hit { &l.hits } else { &l.misses };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn evict(&self, victim: &Arc<EvictMeta>) {
         let mut map = self.write(victim.primary);
         let same =
@@ -146,21 +163,27 @@ impl<E: Eviction> Tier for RamTier<E> {
         let map = self.shards[shard_of(primary.hash)]
             .read()
             .unwrap_or_else(|p| p.into_inner());
-        match map.get(&primary.hash) {
+        let found = match map.get(&primary.hash) {
             Some(Entry::Object(o)) if o.key.text == primary.text => Found::Object(o.clone()),
-            Some(Entry::Vary { names, .. }) => Found::Vary(names.clone()),
+            Some(Entry::Vary { names, .. }) => return Found::Vary(names.clone()),
             _ => Found::Miss,
-        }
+        };
+        drop(map);
+        self.count(primary.hash, matches!(found, Found::Object(_)));
+        found
     }
 
-    fn lookup_variant(&self, primary: u128, variant: &CacheKey) -> Option<Arc<StoredObject>> {
+    fn lookup_variant(&self, primary: u128, variant: &CacheKey) -> Found {
         let map = self.shards[shard_of(primary)]
             .read()
             .unwrap_or_else(|p| p.into_inner());
-        match map.get(&variant.hash) {
-            Some(Entry::Object(o)) if o.key.text == variant.text => Some(o.clone()),
-            _ => None,
-        }
+        let found = match map.get(&variant.hash) {
+            Some(Entry::Object(o)) if o.key.text == variant.text => Found::Object(o.clone()),
+            _ => Found::Miss,
+        };
+        drop(map);
+        self.count(primary, matches!(found, Found::Object(_)));
+        found
     }
 
     fn insert(&self, obj: Arc<StoredObject>, vary: Option<VaryNames>) -> bool {
@@ -237,14 +260,17 @@ impl<E: Eviction> Tier for RamTier<E> {
         n
     }
 
-    fn purge(&self, pred: &dyn Fn(&StoredObject) -> bool) -> usize {
+    fn purge(&self, m: &Matcher) -> usize {
+        if let Matcher::Url(k) = m {
+            return self.remove_url(k);
+        }
         let mut n = 0;
         for shard in self.shards.iter() {
             let mut map = shard.write().unwrap_or_else(|p| p.into_inner());
             let doomed: Vec<(u128, u128)> = map
                 .values()
                 .filter_map(|e| match e {
-                    Entry::Object(o) if pred(o) => Some((o.key.hash, o.primary)),
+                    Entry::Object(o) if m.matches_object(o) => Some((o.key.hash, o.primary)),
                     _ => None,
                 })
                 .collect();
@@ -258,17 +284,17 @@ impl<E: Eviction> Tier for RamTier<E> {
         n
     }
 
-    fn objects_of(&self, primary: &CacheKey) -> Vec<Arc<StoredObject>> {
+    fn objects_of(&self, primary: &CacheKey) -> Vec<StoredView> {
         let map = self.shards[shard_of(primary.hash)]
             .read()
             .unwrap_or_else(|p| p.into_inner());
         match map.get(&primary.hash) {
-            Some(Entry::Object(o)) if o.key.text == primary.text => vec![o.clone()],
+            Some(Entry::Object(o)) if o.key.text == primary.text => vec![StoredView::of(o)],
             Some(Entry::Vary { variants, .. }) => variants
                 .iter()
                 .filter_map(|v| match map.get(v) {
                     Some(Entry::Object(o)) if o.key.primary_text() == &*primary.text => {
-                        Some(o.clone())
+                        Some(StoredView::of(o))
                     }
                     _ => None,
                 })
@@ -288,6 +314,17 @@ impl<E: Eviction> Tier for RamTier<E> {
             inserted: self.inserted.load(Ordering::Relaxed),
             evicted: self.evicted.load(Ordering::Relaxed),
             purged: self.purged.load(Ordering::Relaxed),
+            hits: self
+                .looks
+                .iter()
+                .map(|l| l.hits.load(Ordering::Relaxed))
+                .sum(),
+            misses: self
+                .looks
+                .iter()
+                .map(|l| l.misses.load(Ordering::Relaxed))
+                .sum(),
+            ..TierStats::default()
         }
     }
 }
@@ -330,16 +367,18 @@ mod tests {
         t.insert(obj(a.clone(), p.hash, 10), Some(names.clone()));
         t.insert(obj(b.clone(), p.hash, 10), Some(names.clone()));
         assert!(matches!(t.lookup(&p), Found::Vary(_)));
-        assert!(t.lookup_variant(p.hash, &a).is_some());
+        assert!(matches!(t.lookup_variant(p.hash, &a), Found::Object(_)));
         assert_eq!(t.objects_of(&p).len(), 2);
         assert_eq!(t.remove_url(&p), 2);
-        assert!(t.lookup_variant(p.hash, &b).is_none());
+        assert!(matches!(t.lookup_variant(p.hash, &b), Found::Miss));
         assert!(matches!(t.lookup(&p), Found::Miss));
         let before = t.stats().objects;
         assert_eq!(
-            t.purge(&|o| o.key.text.starts_with("h/1")),
+            t.purge(&Matcher::Prefix("h/1".into())),
             t.stats().purged as usize - 2
         );
+        let s = t.stats();
+        assert!(s.hits >= 1 && s.misses >= 2, "{s:?}");
         assert!(t.stats().objects < before);
     }
 }
