@@ -327,6 +327,16 @@ fn restart_after_kill_9_keeps_every_written_object() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let fetched = origin.requests();
+    // A second process on the same store is refused, with the reason.
+    let second = Command::new(env!("CARGO_BIN_EXE_popnet"))
+        .args(["--log", "warn", "cache", "--config"])
+        .arg(&cfg)
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("in use by another process"), "{err}");
     p.kill9();
     let p = Popnet::start(&cfg, &log);
     assert_eq!(u(&p.disk(), "objects"), paths.len() as u64, "{}", p.disk());

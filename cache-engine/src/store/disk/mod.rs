@@ -137,6 +137,8 @@ pub enum DiskError {
     },
     #[error("{0}")]
     Geometry(String),
+    #[error("{path} is in use by another process (is another popnet cache running on it?)")]
+    InUse { path: PathBuf },
     #[error("cannot set up io_uring for the disk tier: {0}")]
     Uring(#[source] io::Error),
     #[error("cannot start the disk writer thread: {0}")]
@@ -497,6 +499,36 @@ fn wait_one(ring: &mut Ring) -> io::Result<Event> {
     }
 }
 
+/// How long `open` waits for the store's lock. A process killed with -9 lets go of its
+/// flock only when the kernel has torn down its io_uring rings (which hold the file),
+/// and that teardown runs asynchronously after the process has been reaped.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Takes the exclusive lock that makes one process the store's only writer: two
+/// writers would overwrite each other's segments.
+fn lock_store(file: &File, path: &Path) -> Result<(), DiskError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(DiskError::InUse {
+                    path: path.to_path_buf(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(DiskError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
 impl DiskTier {
     /// Opens (or creates and formats) the store, rebuilds the index from it and
     /// starts the writer.
@@ -518,6 +550,7 @@ impl DiskTier {
         let segments = segments as u32;
         let want = BLOCK + u64::from(segments) * s.segment_bytes;
         let (file, direct) = open_file(&s.path)?;
+        lock_store(&file, &s.path)?;
         size_file(&file, &s.path, want)?;
         let io_err = |source| DiskError::Io {
             path: s.path.clone(),
@@ -666,6 +699,8 @@ impl DiskTier {
         let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(h) = handle {
             let _ = h.join();
+            // Nothing writes any more: another tier (a restarted server) may take it.
+            let _ = self.sh.file.unlock();
         }
     }
 }
@@ -964,6 +999,12 @@ mod tests {
         assert_eq!(load(&t, "a/2").unwrap().unwrap().body.len(), 6000);
         assert!(load(&t, "b/1").unwrap().is_ok());
         drop(t);
+        let held = DiskTier::open(&settings(&path)).unwrap();
+        assert!(matches!(
+            DiskTier::open(&settings(&path)),
+            Err(DiskError::InUse { .. })
+        ));
+        drop(held);
         let mut s = settings(&path);
         s.segment_bytes = 2 << 20;
         let t = DiskTier::open(&s).unwrap();
