@@ -151,6 +151,12 @@ pub struct ProbeSettings {
     /// resolvers from farther away).
     #[serde(default)]
     pub sum_latencies: bool,
+    /// A server that reports no load of its own (a customer origin) counts as fully
+    /// loaded when its service check takes this long: its load is the fastest fresh
+    /// response time any probe measured ÷ this (the seed's latencies that "include a
+    /// measurement of the amount of traffic and the load on the customer web servers").
+    #[serde(default = "defaults::overload_response", with = "duration")]
+    pub overload_response: Duration,
 }
 
 /// A service check run by the probes against one target.
@@ -540,6 +546,9 @@ mod defaults {
     }
     pub fn resolver_rate() -> u32 {
         1_000
+    }
+    pub fn overload_response() -> Duration {
+        Duration::from_secs(1)
     }
     pub fn cache_admin() -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], 5381))

@@ -284,6 +284,13 @@ fn probes(p: &mut Problems, s: &ProbeSettings) {
             "leave them out for the defaults (100000 resolvers, 1000/s)",
         );
     }
+    if s.overload_response < Duration::from_millis(10) {
+        p.add(
+            "probes.overload_response",
+            "must be at least 10ms: every origin would count as overloaded",
+            "use the response time at which an origin is saturated, e.g. \"1s\"",
+        );
+    }
 }
 
 fn check(p: &mut Problems, path: &str, c: &Check) {

@@ -175,6 +175,9 @@ pub struct Catalog {
     /// The dynamic views: `near:<pop>` for every POP with a probe, holding the resolvers
     /// whose lowest measured latency is from that POP (see `resolvers`).
     pub near_views: Vec<NearView>,
+    /// `probes.overload_response` in ms: a server without a load figure counts as loaded
+    /// by its service response time ÷ this.
+    pub overload_ms: f64,
 }
 
 /// A view of the resolvers nearest to one POP.
@@ -237,6 +240,7 @@ impl Catalog {
                 .chain(cfg.views.iter().map(|v| v.region.clone()))
                 .collect(),
             near_views: Vec::new(),
+            overload_ms: cfg.probes.overload_response.as_secs_f64() * 1000.0,
         };
         for pop in &cfg.pops {
             if let Some(p) = &pop.probe {

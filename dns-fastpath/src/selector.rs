@@ -10,7 +10,7 @@
 //! | term    | known                              | unknown                       |
 //! |---------|------------------------------------|-------------------------------|
 //! | health  | 1 − availability                   | 0.5                           |
-//! | load    | load ÷ (weight ÷ heaviest weight)  | 0.5 ÷ (weight ÷ heaviest)     |
+//! | load    | load ÷ (weight ÷ heaviest weight)  | response time ÷ `probes.overload_response`, else 0.5; ÷ (weight ÷ heaviest) |
 //! | latency | ms ÷ 100 (to the view's clients)   | 0.2 same region, 1.0 other, 0.5 no region |
 //! | loss    | loss × 10 (10 % loss = 1)          | 0                             |
 //! | cost    | cost ÷ highest candidate cost      | (always known, from config)   |
@@ -216,10 +216,12 @@ impl Selector {
                 RawHealth::Unknown => 0.5,
                 RawHealth::Down => 1.0,
             };
-            let load = metrics
-                .load(&srv.id, now_ms)
-                .map_or(0.5, |l| f64::from(l.value))
-                / rel;
+            let load = match metrics.load(&srv.id, now_ms) {
+                Some(l) => f64::from(l.value),
+                None => metrics
+                    .rtt(&srv.id, now_ms)
+                    .map_or(0.5, |r| f64::from(r.value) / cat.overload_ms),
+            } / rel;
             let latency = match metrics.latency(&srv.id, view_name, now_ms) {
                 Some(l) => f64::from(l.value) / LATENCY_SCALE_MS,
                 None => match (view_region, srv.region.as_deref()) {
@@ -500,6 +502,33 @@ mod tests {
         );
         f.report(vec![load("demo/origin-a", 0.9), load("demo/origin-b", 0.1)]);
         assert_eq!(f.www(t), ["demo/origin-b"]);
+    }
+
+    fn response(server: &str, ms: f32) -> Entry {
+        Entry {
+            server: server.into(),
+            measured_at_ms: unix_ms(),
+            rtt_ms: Some(ms),
+            ..Entry::default()
+        }
+    }
+
+    #[test]
+    fn an_origin_without_a_load_figure_is_loaded_by_its_response_time() {
+        let mut f = fixture("");
+        let t = Instant::now();
+        // 900 ms of a 1 s overload_response is 0.9 loaded; 100 ms is 0.1.
+        f.report(vec![
+            response("demo/origin-a", 900.0),
+            response("demo/origin-b", 100.0),
+        ]);
+        assert_eq!(f.www(t), ["demo/origin-b"]);
+        // A reported load takes precedence over the response time.
+        f.report(vec![
+            load("demo/origin-b", 0.95),
+            load("demo/origin-a", 0.1),
+        ]);
+        assert_eq!(f.www(t), ["demo/origin-a"]);
     }
 
     #[test]
