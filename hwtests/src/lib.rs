@@ -1,9 +1,11 @@
-//! Support for tests that need root: packet frames for BPF_PROG_TEST_RUN, network namespaces with veth pairs, the answer table the server would build.
+//! Support for tests that need root: packet frames for BPF_PROG_TEST_RUN, network namespaces with veth pairs or a delaying router, the answer table the server would build.
 //!
 //! Tests here run as root in CI (`.ci/run` sets `POPNET_HWTESTS=1`, which turns a missing
 //! privilege into a failure). Run elsewhere without root, each test says it is skipped.
 
+pub mod delaynet;
 pub mod frames;
+pub mod poplab;
 pub mod netns;
 
 use std::sync::Arc;

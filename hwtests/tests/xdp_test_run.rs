@@ -615,3 +615,118 @@ fn a_million_random_and_mutated_frames_never_get_a_wrong_reply() {
         "no mutated frame was still a valid query: the generator is broken"
     );
 }
+
+/// [`XDP_CONFIG`] with a second POP in the west and a latency probe at both, so the
+/// catalog has the dynamic views near:pop1 and near:pop2.
+fn config_with_near_views() -> String {
+    XDP_CONFIG
+        .replace(
+            "listen = [\"192.0.2.10:80\"]\n",
+            "listen = [\"192.0.2.10:80\"]\n[pops.probe]\nlisten = \"127.0.0.1:5355\"\n",
+        )
+        .replace(
+            "[[customers]]",
+            "[[pops]]\nname = \"pop2\"\nregion = \"west\"\n[pops.cache]\naddresses = [\"192.0.2.20\"]\nlisten = [\"192.0.2.20:80\"]\n[pops.probe]\nlisten = \"127.0.0.2:5355\"\n\n[[customers]]",
+        )
+}
+
+#[test]
+fn resolvers_placed_by_latency_get_their_view_in_the_program_and_others_are_sampled() {
+    if !privileged("resolvers_placed_by_latency_get_their_view_in_the_program") {
+        return;
+    }
+    let cfg = Config::from_toml(&config_with_near_views(), "xdp-test").expect("valid");
+    let idle = idle_table(&cfg);
+    let near2 = idle
+        .catalog
+        .near_views
+        .iter()
+        .find(|n| n.pop == "pop2")
+        .expect("near:pop2")
+        .view;
+    // 198.51.100.7 is in the east view by prefix; latency placed it near pop2.
+    let placed = ip("198.51.100.7");
+    let views: std::collections::HashMap<IpAddr, u16> = [(placed, near2)].into();
+    let table = dns_fastpath::answer::AnswerTable::build(
+        idle.catalog.clone(),
+        idle.selections.clone(),
+        std::sync::Arc::new(views.clone()),
+        2,
+    );
+    let settings = ProgramSettings {
+        listen: cfg.pops[0].dns.as_ref().unwrap().listen.clone(),
+        udp_payload: cfg.dns.udp_payload,
+        track_resolvers: true,
+    };
+    let mut fp = FastPath::load(&settings, &table.catalog.views, &table)
+        .unwrap_or_else(|e| panic!("loading the XDP program: {e}"));
+    assert_eq!(fp.publish_resolver_views(&views).unwrap(), 1);
+    let f = Fixture { table, fp };
+
+    let img = |src: &str, id: u16| {
+        Datagram::query(
+            ip(src),
+            ip(SERVER4),
+            40000 + id,
+            query(
+                id,
+                "img.shop.example",
+                RType::A,
+                edns(1232, false, vec![]),
+                0,
+            ),
+        )
+    };
+    let a_of = |d: &Datagram| -> Vec<String> {
+        let reply = f.xdp(d).expect("answered in XDP");
+        Message::decode(&reply.payload)
+            .unwrap()
+            .answers
+            .iter()
+            .map(|r| r.rdata.to_string())
+            .collect()
+    };
+    // The placed resolver gets the near:pop2 answer, byte-identical to userspace's.
+    f.assert_same(&img("198.51.100.7", 1));
+    assert_eq!(a_of(&img("198.51.100.7", 2)), ["192.0.2.20"]);
+    // Its neighbour in the same prefix keeps the east answer.
+    f.assert_same(&img("198.51.100.8", 3));
+    assert_eq!(a_of(&img("198.51.100.8", 4)), ["192.0.2.10"]);
+
+    // Unplaced sources are sampled into SEEN4 (1 in 16); placed ones never are.
+    let mut fp = f.fp;
+    fp.drain_seen().unwrap();
+    for i in 0..400u16 {
+        let q = img(
+            if i % 2 == 0 {
+                "198.51.100.9"
+            } else {
+                "198.51.100.7"
+            },
+            i,
+        );
+        let r = fp.test_run(&frames::build(&q), 1).expect("test run");
+        assert_eq!(r.action, XDP_TX);
+    }
+    let seen = fp.drain_seen().unwrap();
+    assert!(
+        seen.contains(&ip("198.51.100.9")),
+        "200 queries from an unplaced resolver were never sampled: {seen:?}"
+    );
+    assert!(!seen.contains(&placed), "a placed resolver was sampled");
+    assert!(fp.drain_seen().unwrap().is_empty(), "drained");
+
+    // Unplacing it removes the exact entry: back to the east view.
+    assert_eq!(fp.publish_resolver_views(&Default::default()).unwrap(), 1);
+    let r = fp
+        .test_run(&frames::build(&img("198.51.100.7", 9)), 1)
+        .unwrap();
+    let reply = frames::parse(&r.frame).unwrap();
+    let addrs: Vec<String> = Message::decode(&reply.payload)
+        .unwrap()
+        .answers
+        .iter()
+        .map(|r| r.rdata.to_string())
+        .collect();
+    assert_eq!(addrs, ["192.0.2.10"]);
+}
