@@ -366,6 +366,34 @@ pub struct CacheService {
 pub struct ProbeService {
     /// UDP socket receiving latency-probe batches from DNS servers.
     pub listen: SocketAddr,
+    /// What the POP's reported load is made of (the busiest of these): leave out what
+    /// this box shares with other work, e.g. `["connections"]` for a cache on a box
+    /// whose CPU and memory other services use.
+    #[serde(default = "defaults::load_from")]
+    pub load_from: Vec<LoadSource>,
+}
+
+/// One part of a POP's load, as the probe's load agent measures it.
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadSource {
+    /// Busy fraction of all CPUs (/proc/stat).
+    Cpu,
+    /// 1 − MemAvailable ÷ MemTotal (/proc/meminfo).
+    Memory,
+    /// The busiest direction of the busiest link, as a fraction of its speed.
+    Network,
+    /// The local cache's open connections ÷ its `max_connections`.
+    Connections,
+}
+
+impl LoadSource {
+    pub const ALL: [LoadSource; 4] = [
+        LoadSource::Cpu,
+        LoadSource::Memory,
+        LoadSource::Network,
+        LoadSource::Connections,
+    ];
 }
 
 /// A fee-paying customer.
@@ -546,6 +574,9 @@ mod defaults {
     }
     pub fn resolver_rate() -> u32 {
         1_000
+    }
+    pub fn load_from() -> Vec<super::LoadSource> {
+        super::LoadSource::ALL.to_vec()
     }
     pub fn overload_response() -> Duration {
         Duration::from_secs(1)

@@ -417,6 +417,15 @@ fn pops(p: &mut Problems, cfg: &Config) {
             );
         }
         p.nonnegative(&format!("{at}.cost"), pop.cost);
+        if let Some(pr) = &pop.probe
+            && pr.load_from.is_empty()
+        {
+            p.add(
+                format!("{at}.probe.load_from"),
+                "no load source: the POP would always report itself idle",
+                "list at least one of \"cpu\", \"memory\", \"network\", \"connections\", or leave it out for all four",
+            );
+        }
         if let Some(d) = &pop.dns {
             if d.listen.is_empty() {
                 p.add(

@@ -239,3 +239,40 @@ fn secrets_are_not_printed() {
     let dbg = format!("{:?}", cfg.probes);
     assert!(!dbg.contains("b931d3d7"), "{dbg}");
 }
+
+#[test]
+fn probe_settings_are_checked() {
+    let p = problems(&demo_with(
+        "[pops.probe]\nlisten = \"127.0.0.1:5355\"\n",
+        "[pops.probe]\nlisten = \"127.0.0.1:5355\"\nload_from = []\n",
+    ));
+    assert!(
+        p.iter()
+            .any(|x| x.starts_with("pops[0].probe.load_from: no load source")),
+        "{p:?}"
+    );
+    let (_, _, msg) = syntax_error(&demo_with(
+        "[pops.probe]\nlisten = \"127.0.0.1:5355\"\n",
+        "[pops.probe]\nlisten = \"127.0.0.1:5355\"\nload_from = [\"disk\"]\n",
+    ));
+    assert!(msg.contains("unknown variant `disk`"), "{msg}");
+    let ok = demo_with(
+        "[pops.probe]\nlisten = \"127.0.0.1:5355\"\n",
+        "[pops.probe]\nlisten = \"127.0.0.1:5355\"\nload_from = [\"connections\"]\n",
+    );
+    let cfg = Config::from_toml(&ok, "t").unwrap();
+    assert_eq!(
+        cfg.pops[0].probe.as_ref().unwrap().load_from,
+        [popnet_config::LoadSource::Connections]
+    );
+    let p = problems(&demo_with(
+        "recovery = \"2s\"",
+        "recovery = \"2s\"\nresolver_refresh = \"10s\"\nresolver_stale_after = \"5s\"\noverload_response = \"1ms\"",
+    ));
+    for want in [
+        "probes.resolver_stale_after: must be longer than probes.resolver_refresh",
+        "probes.overload_response: must be at least 10ms",
+    ] {
+        assert!(p.iter().any(|x| x.starts_with(want)), "{want}: {p:?}");
+    }
+}

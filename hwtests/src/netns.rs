@@ -252,7 +252,11 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
 /// Path of a workspace binary (`popnet`, `popctl`), built by `cargo test --workspace`.
 pub fn bin(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    // Tests run from target/<profile>/deps, binaries (benchmarks) from target/<profile>.
+    let mut dir = exe.parent().expect("target dir");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target dir");
+    }
     let p = dir.join(name);
     assert!(
         p.exists(),

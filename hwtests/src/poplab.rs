@@ -87,6 +87,8 @@ idle_timeout = "300s"
 workers = 1
 [pops.probe]
 listen = "{addr}:5355"
+# The POPs share one host's CPU and memory: their load is their cache's connections.
+load_from = ["connections"]
 "#
         ));
     }

@@ -114,7 +114,7 @@ fn answers_follow_latency_load_and_health_measured_by_real_probes() {
         took <= INTERVAL * 2 + Duration::from_millis(300),
         "failover took {took:?}, more than two probe intervals"
     );
-    // Back: it returns once up for probes.recovery (2 s), not before.
+    // Back: it returns once up for probes.recovery, not before.
     lab.start_cache("pop-b");
     let restarted = Instant::now();
     assert!(
@@ -123,7 +123,13 @@ fn answers_follow_latency_load_and_health_measured_by_real_probes() {
         "the restarted cache never came back\n{}",
         diag(&lab)
     );
-    assert!(restarted.elapsed() >= Duration::from_secs(2));
+    // Held out for probes.recovery (2 s) after the last failed round, which came at most
+    // one interval before the restart.
+    let back = restarted.elapsed();
+    assert!(
+        back >= Duration::from_secs(2) - INTERVAL,
+        "back {back:?} after the restart, inside the recovery time"
+    );
 
     // 3. Raising the nearest POP's load (its cache's connections near the limit) moves
     // the answer within two probe intervals; releasing it brings it back.
@@ -136,11 +142,15 @@ fn answers_follow_latency_load_and_health_measured_by_real_probes() {
         took <= INTERVAL * 2 + Duration::from_millis(300),
         "moving off a loaded POP took {took:?}"
     );
-    let servers = lab.admin_json("/servers");
-    let b_load = server(&servers, "pop-b")["load"]["value"]
-        .as_f64()
-        .unwrap_or(0.0);
-    assert!(b_load >= 0.9, "pop-b load {b_load}: {servers}");
+    // What moved it: pop-b's reported load, 38 of 40 connections.
+    let mut b_load = 0.0;
+    lab.wait_until(INTERVAL * 3, |l| {
+        b_load = server(&l.admin_json("/servers"), "pop-b")["load"]["value"]
+            .as_f64()
+            .unwrap_or(0.0);
+        b_load >= 0.9
+    });
+    assert!(b_load >= 0.9, "pop-b load {b_load}\n{}", diag(&lab));
     drop(conns);
     assert!(
         lab.wait_until(Duration::from_secs(10), |l| img(l) == [POP_B])
@@ -195,6 +205,7 @@ fn answers_follow_latency_load_and_health_measured_by_real_probes() {
     // Its latency responder answers again: the resolver's pop-c figure is refreshed.
     assert!(
         lab.wait_until(Duration::from_secs(10), |l| {
+            let _ = img(l); // a resolver is measured while it keeps asking
             resolver(l).is_some_and(|r| {
                 r["rtt"]
                     .as_array()

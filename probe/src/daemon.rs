@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use popnet_config::Config;
+use popnet_config::{Config, LoadSource};
 use serde::Serialize;
 
 use crate::check::{CheckSpec, HttpCheck};
@@ -164,9 +164,14 @@ impl ProbeDaemon {
                 addrs: vec![reachable(cache.admin)],
                 spec: CheckSpec::Http(check),
             });
+            let from = pop
+                .probe
+                .as_ref()
+                .map_or_else(|| LoadSource::ALL.to_vec(), |p| p.load_from.clone());
             agent = Some(LoadAgent::new(
                 std::path::Path::new("/"),
                 cache.max_connections,
+                &from,
             ));
         }
         let destinations = destinations(cfg);
@@ -384,10 +389,10 @@ impl Service {
                 tracing::warn!(error = %e, "probe: poll failed");
                 std::thread::sleep(Duration::from_millis(100));
             }
-            if !results.is_empty() {
-                self.take(&mut results);
-            }
-            if Instant::now() >= next_flush {
+            // A target that went down or came back is reported at once, not at the
+            // next flush: failover time is what the DNS servers wait for.
+            let flipped = !results.is_empty() && self.take(&mut results);
+            if flipped || Instant::now() >= next_flush {
                 self.flush();
                 next_flush = Instant::now() + FLUSH_EVERY;
             }
@@ -398,8 +403,10 @@ impl Service {
         }
     }
 
-    fn take(&mut self, results: &mut Vec<RoundResult>) {
+    /// Turns finished rounds into entries; true if some target went down or came up.
+    fn take(&mut self, results: &mut Vec<RoundResult>) -> bool {
         let now_ms = unix_ms();
+        let mut flipped = false;
         let mut st = lock(&self.shared.state);
         for r in results.drain(..) {
             if r.target >= self.reported {
@@ -428,6 +435,7 @@ impl Service {
             h.record(&r.outcome);
             let up = h.health().up;
             let id = &st.ids[r.target].0;
+            flipped |= was_up != up;
             if was_up && !up {
                 tracing::warn!(target_id = %id, error = ?r.outcome.result.as_ref().err(), "probe: target is down");
             } else if !was_up && up {
@@ -439,6 +447,7 @@ impl Service {
             self.entries.push(entry);
         }
         st.engine = self.engine.stats();
+        flipped
     }
 
     /// One log line with what an operator checks first.

@@ -3,7 +3,7 @@
 //! The load reported for the POP's cache (server id = the POP name) is one fraction:
 //!
 //! ```text
-//! load = max(cpu, memory, network, connections)
+//! load = max of the sources in [pops.probe] load_from (default: all four)
 //!   cpu         = 1 - (idle + iowait) / total, over the last interval (/proc/stat)
 //!   memory      = 1 - MemAvailable / MemTotal (/proc/meminfo)
 //!   network     = the busiest direction of the busiest non-loopback interface with a
@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
+use popnet_config::LoadSource;
 use serde::Serialize;
 
 /// Cumulative CPU jiffies from the first line of /proc/stat.
@@ -112,10 +113,21 @@ pub struct LoadFigures {
     pub load: f32,
 }
 
-/// Combines the parts as the module doc says.
-pub fn load_fraction(cpu: f32, memory: f32, network: f32, connections: f32) -> f32 {
-    [cpu, memory, network, connections]
-        .into_iter()
+/// Combines the parts `from` names as the module doc says.
+pub fn load_fraction(
+    cpu: f32,
+    memory: f32,
+    network: f32,
+    connections: f32,
+    from: &[LoadSource],
+) -> f32 {
+    from.iter()
+        .map(|s| match s {
+            LoadSource::Cpu => cpu,
+            LoadSource::Memory => memory,
+            LoadSource::Network => network,
+            LoadSource::Connections => connections,
+        })
         .filter(|v| v.is_finite())
         .fold(0.0f32, f32::max)
         .clamp(0.0, 1.0)
@@ -128,17 +140,20 @@ type NetCounters = HashMap<String, (u64, u64)>;
 pub struct LoadAgent {
     root: std::path::PathBuf,
     max_connections: usize,
+    from: Vec<LoadSource>,
     cpu: Option<CpuTimes>,
     net: Option<(Instant, NetCounters)>,
     requests: Option<(Instant, u64)>,
 }
 
 impl LoadAgent {
-    /// An agent reading `/proc` and `/sys` under `root` (`/` in production).
-    pub fn new(root: &Path, max_connections: usize) -> LoadAgent {
+    /// An agent reading `/proc` and `/sys` under `root` (`/` in production), reporting
+    /// the busiest of the sources in `from`.
+    pub fn new(root: &Path, max_connections: usize, from: &[LoadSource]) -> LoadAgent {
         LoadAgent {
             root: root.to_path_buf(),
             max_connections: max_connections.max(1),
+            from: from.to_vec(),
             cpu: None,
             net: None,
             requests: None,
@@ -213,7 +228,7 @@ impl LoadAgent {
             connections,
             open_connections: cache.map(|c| c.open),
             requests_per_s,
-            load: load_fraction(cpu, memory, network, connections),
+            load: load_fraction(cpu, memory, network, connections, &self.from),
         })
     }
 }
@@ -257,9 +272,17 @@ mod tests {
 
     #[test]
     fn the_busiest_resource_decides() {
-        assert_eq!(load_fraction(0.2, 0.3, 0.0, 0.9), 0.9);
-        assert_eq!(load_fraction(0.5, 0.1, 0.0, 0.0), 0.5);
-        assert_eq!(load_fraction(f32::NAN, 0.1, 2.0, 0.0), 1.0);
+        let all = &LoadSource::ALL;
+        assert_eq!(load_fraction(0.2, 0.3, 0.0, 0.9, all), 0.9);
+        assert_eq!(load_fraction(0.5, 0.1, 0.0, 0.0, all), 0.5);
+        assert_eq!(load_fraction(f32::NAN, 0.1, 2.0, 0.0, all), 1.0);
+        // Only the named sources count.
+        let conns = &[LoadSource::Connections];
+        assert_eq!(load_fraction(1.0, 0.9, 0.0, 0.25, conns), 0.25);
+        assert_eq!(
+            load_fraction(0.7, 0.1, 0.0, 0.25, &[LoadSource::Cpu, LoadSource::Memory]),
+            0.7
+        );
     }
 
     #[test]
@@ -277,7 +300,7 @@ mod tests {
             "h\nh\n eth0: 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n",
         );
         w("sys/class/net/eth0/speed", "1\n");
-        let mut a = LoadAgent::new(&dir, 100);
+        let mut a = LoadAgent::new(&dir, 100, &LoadSource::ALL);
         assert!(a.sample(None).is_none(), "the first sample has no rate");
         w("proc/stat", "cpu  30 0 10 160 0 0 0 0\n");
         // 125 kB in well under a second on a 1 Mbit/s link: saturated.
