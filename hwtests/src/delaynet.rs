@@ -321,13 +321,13 @@ fn route(
         if rc <= 0 {
             continue;
         }
-        for from in 0..pfds.len() {
-            if pfds[from].revents & libc::POLLIN == 0 {
+        for (from, pfd) in pfds.iter().enumerate() {
+            if pfd.revents & libc::POLLIN == 0 {
                 continue;
             }
             loop {
                 // SAFETY: `buf` is valid for writes of its length; the fd is open.
-                let n = unsafe { libc::read(pfds[from].fd, buf.as_mut_ptr().cast(), buf.len()) };
+                let n = unsafe { libc::read(pfd.fd, buf.as_mut_ptr().cast(), buf.len()) };
                 if n <= 0 {
                     break;
                 }

@@ -5,8 +5,8 @@
 
 pub mod delaynet;
 pub mod frames;
-pub mod poplab;
 pub mod netns;
+pub mod poplab;
 
 use std::sync::Arc;
 
