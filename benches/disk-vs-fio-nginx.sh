@@ -37,8 +37,8 @@ systemctl stop nginx 2>/dev/null || true
 
 cargo build --release -q -p popnet --bin popnet
 cargo build --release -q -p cache-engine --example bench_runner
-RUNNER=target/release/examples/bench_runner
-POPNET_BIN=target/release/popnet
+RUNNER=${CARGO_TARGET_DIR:-target}/release/examples/bench_runner
+POPNET_BIN=${CARGO_TARGET_DIR:-target}/release/popnet
 
 # On the disk, not a tmpfs: O_DIRECT and the page cache are what is measured.
 WORK=$(mktemp -d /var/tmp/popnet-disk-bench.XXXXXX)

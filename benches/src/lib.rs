@@ -1,5 +1,7 @@
 //! Shared inputs of popnet's benchmarks: the configs and queries they run against.
 
+pub mod floor;
+
 use std::sync::Arc;
 
 use dns_fastpath::answer::AnswerTable;
