@@ -41,7 +41,9 @@ fn main() {
     while figures.len() < trials {
         trial += 1;
         if trial > trials * 2 {
-            eprintln!("failover: {void} of {trial} trials void (the answer was not pop-b at the kill); giving up");
+            eprintln!(
+                "failover: {void} of {trial} trials void (the answer was not pop-b at the kill); giving up"
+            );
             std::process::exit(1);
         }
         let stop = Arc::new(AtomicBool::new(false));
