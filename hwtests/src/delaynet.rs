@@ -98,34 +98,11 @@ fn open_tun() -> OwnedFd {
     owned
 }
 
-fn pid_alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Removes sites whose test process is gone.
-fn remove_stale() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix("pndl-") else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if !pid_alive(pid) {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-    }
-}
-
 impl DelayNet {
     /// Creates one namespace per `(name, addresses)`, each with a TUN device, and starts
     /// the router. All delays start at zero.
     pub fn new(sites: &[(&str, &[Ipv4Addr])]) -> DelayNet {
-        remove_stale();
+        crate::netns::remove_stale("pndl-");
         let pid = std::process::id();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let mut net = DelayNet {

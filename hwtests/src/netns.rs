@@ -40,14 +40,15 @@ fn pid_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Removes labs whose test process is gone.
-fn remove_stale() {
+/// Removes the namespaces named `<prefix><pid>-…` whose test process is gone (a test
+/// killed before its cleanup ran).
+pub(crate) fn remove_stale(prefix: &str) {
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
     };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix("pnhw-") else {
+        let Some(rest) = name.strip_prefix(prefix) else {
             continue;
         };
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
@@ -62,7 +63,7 @@ fn remove_stale() {
 impl Lab {
     /// Creates the namespaces, the veth pair, addresses and routes.
     pub fn new() -> Lab {
-        remove_stale();
+        remove_stale("pnhw-");
         let pid = std::process::id();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let lab = Lab {
