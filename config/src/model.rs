@@ -25,6 +25,8 @@ pub struct Config {
     pub customers: Vec<Customer>,
     #[serde(default)]
     pub log_servers: Vec<LogServer>,
+    #[serde(default)]
+    pub logs: LogSettings,
 }
 
 /// The network itself: its name, the version of this file, who may change it, and the
@@ -534,9 +536,61 @@ pub struct StaticRecord {
 #[serde(deny_unknown_fields)]
 pub struct LogServer {
     pub name: String,
+    /// TCP listener receiving record batches; services find its host as
+    /// `<name>.log.<zone>` (and `log.<pop>.<zone>` for the POPs that name it).
     pub address: SocketAddr,
+    /// The customers whose records it keeps. Records of customers no log server lists,
+    /// and of no customer, go to the log server of the POP they come from.
     #[serde(default)]
     pub customers: Vec<String>,
+    /// HTTP listener: the query API (popctl) and `/metrics`; loopback recommended.
+    #[serde(default = "defaults::log_admin")]
+    pub admin: SocketAddr,
+    /// Bearer token required by the admin listener; none = open (loopback only).
+    #[serde(default)]
+    pub admin_token: Option<Secret>,
+    /// Directory of the rollup database and the raw records.
+    #[serde(default = "defaults::log_data_dir")]
+    pub data_dir: std::path::PathBuf,
+    /// Minute rollups older than this are deleted (hour rollups are kept).
+    #[serde(default = "defaults::log_minute_retention", with = "duration")]
+    pub minute_retention: Duration,
+    /// Raw record files older than this are deleted.
+    #[serde(default = "defaults::log_raw_retention", with = "duration")]
+    pub raw_retention: Duration,
+}
+
+/// How the DNS servers, caches and probes ship their records to the log servers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// HMAC-SHA256 key authenticating record batches and their acknowledgements, hex,
+    /// at least 16 bytes; required when there are log servers.
+    pub key: Option<Secret>,
+    /// Each daemon spools unacknowledged batches under `<spool_dir>/<pop>-<role>/`.
+    pub spool_dir: std::path::PathBuf,
+    /// Beyond this many spooled bytes per daemon the oldest batches are dropped (and counted).
+    pub spool_max_bytes: u64,
+    /// A batch is sealed at this many records ...
+    pub batch_records: usize,
+    /// ... or this long after its first record.
+    #[serde(with = "duration")]
+    pub batch_interval: Duration,
+    /// DNS server asked for the log servers' names; default: this POP's own DNS server.
+    pub resolver: Option<SocketAddr>,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            key: None,
+            spool_dir: "/var/spool/popnet".into(),
+            spool_max_bytes: 1 << 30,
+            batch_records: 5000,
+            batch_interval: Duration::from_secs(1),
+            resolver: None,
+        }
+    }
 }
 
 mod defaults {
@@ -580,6 +634,18 @@ mod defaults {
     }
     pub fn overload_response() -> Duration {
         Duration::from_secs(1)
+    }
+    pub fn log_admin() -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], 5480))
+    }
+    pub fn log_data_dir() -> std::path::PathBuf {
+        "/var/lib/popnet/log".into()
+    }
+    pub fn log_minute_retention() -> Duration {
+        Duration::from_secs(3 * 86_400)
+    }
+    pub fn log_raw_retention() -> Duration {
+        Duration::from_secs(90 * 86_400)
     }
     pub fn cache_admin() -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], 5381))

@@ -905,6 +905,7 @@ fn log_servers(p: &mut Problems, cfg: &Config) {
         "log server",
         cfg.log_servers.iter().map(|l| l.name.as_str()),
     );
+    let mut managed: HashMap<&str, usize> = HashMap::new();
     for (i, l) in cfg.log_servers.iter().enumerate() {
         p.label(&format!("log_servers[{i}].name"), &l.name);
         let mut seen = HashSet::new();
@@ -922,7 +923,94 @@ fn log_servers(p: &mut Problems, cfg: &Config) {
                     format!("{c:?} is listed twice"),
                     "list each customer once",
                 );
+            } else if let Some(first) = managed.insert(c.as_str(), i)
+                && first != i
+            {
+                p.add(
+                    format!("log_servers[{i}].customers[{j}]"),
+                    format!(
+                        "{c:?} is already kept by log_servers[{first}] ({:?})",
+                        cfg.log_servers[first].name
+                    ),
+                    "give every customer one log server",
+                );
             }
         }
+        if l.address.port() == 0 || l.address.ip().is_unspecified() {
+            p.add(
+                format!("log_servers[{i}].address"),
+                format!("{} is not an address senders can connect to", l.address),
+                "write the log server's own address and port, e.g. \"192.0.2.100:5400\"",
+            );
+        }
+        if l.data_dir.as_os_str().is_empty() {
+            p.add(
+                format!("log_servers[{i}].data_dir"),
+                "the data directory is empty",
+                "write a directory such as \"/var/lib/popnet/log\"",
+            );
+        }
+        if l.minute_retention < Duration::from_secs(3600) {
+            p.add(
+                format!("log_servers[{i}].minute_retention"),
+                "minute rollups must be kept at least an hour (the last-hour graphs read them)",
+                "use e.g. \"3days\"",
+            );
+        }
+        if l.raw_retention < Duration::from_secs(3600) {
+            p.add(
+                format!("log_servers[{i}].raw_retention"),
+                "raw records must be kept at least an hour (a file holds one hour)",
+                "use e.g. \"90days\"",
+            );
+        }
+    }
+    if !cfg.log_servers.is_empty() {
+        if cfg.logs.key.is_none() {
+            p.add(
+                "logs.key",
+                "there are log servers but no key authenticating record batches",
+                "add key = \"<hex>\" to [logs] (generate one with `openssl rand -hex 32`)",
+            );
+        }
+        // Log servers are named <name>.log.<zone>; a POP named "log" would own that node.
+        for (i, pop) in cfg.pops.iter().enumerate() {
+            if pop.name == "log" {
+                p.add(
+                    format!("pops[{i}].name"),
+                    "\"log\" is taken by the log servers' names (<server>.log.<zone>)",
+                    "rename the POP",
+                );
+            }
+        }
+    }
+    let l = &cfg.logs;
+    if l.spool_dir.as_os_str().is_empty() {
+        p.add(
+            "logs.spool_dir",
+            "the spool directory is empty",
+            "write a directory such as \"/var/spool/popnet\"",
+        );
+    }
+    if l.batch_records == 0 || l.batch_records > 100_000 {
+        p.add(
+            "logs.batch_records",
+            format!("{} is out of range", l.batch_records),
+            "use 1 to 100000 records per batch, e.g. 5000",
+        );
+    }
+    if l.batch_interval < Duration::from_millis(10) || l.batch_interval > Duration::from_secs(300) {
+        p.add(
+            "logs.batch_interval",
+            "a batch must be sealed between 10 ms and 5 minutes after its first record",
+            "use e.g. \"1s\"",
+        );
+    }
+    if l.spool_max_bytes < 1 << 20 {
+        p.add(
+            "logs.spool_max_bytes",
+            format!("{} bytes cannot hold a batch", l.spool_max_bytes),
+            "use at least 1048576, e.g. 1073741824 (1 GiB)",
+        );
     }
 }

@@ -381,6 +381,9 @@ name = "test"
 version = 7
 zone = "popnet.test.example"
 
+[logs]
+key = "8899aabbccddeeff00112233445566778899aabbccddeeff0011223344556677"
+
 [[log_servers]]
 name = "log1"
 address = "127.0.0.9:5400"

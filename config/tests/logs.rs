@@ -1,0 +1,80 @@
+//! Validation of the log servers and `[logs]`: every mistake named with its place and what to do.
+
+use popnet_config::{Config, ConfigError};
+
+fn problems(text: &str) -> Vec<String> {
+    match Config::from_toml(text, "test.toml") {
+        Ok(_) => panic!("config was accepted:\n{text}"),
+        Err(ConfigError::Invalid { problems, .. }) => {
+            problems.iter().map(|p| p.to_string()).collect()
+        }
+        Err(other) => panic!("expected semantic problems, got: {other}"),
+    }
+}
+
+fn has(ps: &[String], path: &str, text: &str) {
+    assert!(
+        ps.iter().any(|p| p.starts_with(path) && p.contains(text)),
+        "no problem at {path} saying {text:?} in {ps:#?}"
+    );
+}
+
+#[test]
+fn log_server_mistakes_are_named() {
+    let text = popnet_config::DEMO_TOML.to_string()
+        + r#"
+[logs]
+batch_records = 0
+batch_interval = "1ms"
+spool_max_bytes = 10
+
+[[log_servers]]
+name = "a"
+address = "0.0.0.0:5400"
+customers = ["demo"]
+minute_retention = "5m"
+
+[[log_servers]]
+name = "b"
+address = "127.0.0.1:5400"
+customers = ["demo"]
+"#;
+    let ps = problems(&text);
+    has(&ps, "logs.key", "openssl rand -hex 32");
+    has(
+        &ps,
+        "log_servers[1].customers[0]",
+        "already kept by log_servers[0]",
+    );
+    has(
+        &ps,
+        "log_servers[0].address",
+        "not an address senders can connect to",
+    );
+    has(&ps, "log_servers[0].minute_retention", "at least an hour");
+    has(&ps, "logs.batch_records", "use 1 to 100000");
+    has(&ps, "logs.batch_interval", "between 10 ms and 5 minutes");
+    has(&ps, "logs.spool_max_bytes", "at least 1048576");
+}
+
+#[test]
+fn a_valid_log_section_loads() {
+    let text = popnet_config::DEMO_TOML.to_string()
+        + r#"
+[logs]
+key = "00112233445566778899aabbccddeeff"
+batch_interval = "200ms"
+
+[[log_servers]]
+name = "main"
+address = "127.0.0.1:5400"
+customers = ["demo"]
+raw_retention = "30days"
+"#;
+    let cfg = Config::from_toml(&text, "test.toml").unwrap();
+    let l = &cfg.log_servers[0];
+    assert_eq!(l.admin, "127.0.0.1:5480".parse().unwrap());
+    assert_eq!(l.raw_retention.as_secs(), 30 * 86_400);
+    assert_eq!(cfg.logs.batch_interval.as_millis(), 200);
+    assert_eq!(cfg.logs.batch_records, 5000);
+}
