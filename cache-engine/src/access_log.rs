@@ -1,14 +1,14 @@
-//! The access log: one JSON line per request, written to a local file (the log-server issue ships it).
+//! The access log: one JSON line per request, written to a local file and/or handed to a [`LineSink`] (popnet's log shipper).
 //!
 //! Each worker formats its records into its own buffer and hands full buffers (or, at
-//! least every 250 ms, partial ones) to the sink, so the request path never writes to
-//! a file itself and the sink's lock is taken once per batch, not per request.
+//! least every 250 ms, partial ones) to the sinks, so the request path never writes to
+//! a file itself and the file's lock is taken once per batch, not per request.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -40,20 +40,63 @@ pub struct Record<'a> {
     pub origin_us: Option<u64>,
 }
 
-/// The shared sink.
+/// Where whole access-log lines go besides the file (popnet hands them to the log shipper).
+pub trait LineSink: Send + Sync {
+    /// Takes whole newline-terminated JSON lines; must not block.
+    fn write_lines(&self, lines: &[u8]);
+
+    /// Adds the sink's own counters to the cache's `/metrics`.
+    fn metrics(&self, _m: &mut promtext::Metrics) {}
+}
+
+/// A [`LineSink`] handle for [`crate::CacheOptions`].
+#[derive(Clone)]
+pub struct LogSink(pub Arc<dyn LineSink>);
+
+impl std::fmt::Debug for LogSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogSink")
+    }
+}
+
+/// The shared sinks: the file of `[pops.cache] access_log`, and a [`LineSink`].
 pub struct AccessLog {
-    file: Mutex<File>,
+    file: Option<Mutex<File>>,
+    sink: Option<Arc<dyn LineSink>>,
 }
 
 /// A worker's pending records flush at this size.
 pub const FLUSH_AT: usize = 32 * 1024;
 
 impl AccessLog {
+    /// The access log of a file only.
     pub fn open(path: &Path) -> io::Result<AccessLog> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(AccessLog {
-            file: Mutex::new(file),
+            file: Some(Mutex::new(file)),
+            sink: None,
         })
+    }
+
+    /// The access log of an optional file and an optional sink; `None` when neither is given.
+    pub fn new(
+        path: Option<&Path>,
+        sink: Option<Arc<dyn LineSink>>,
+    ) -> io::Result<Option<AccessLog>> {
+        let file = match path {
+            Some(p) => Some(Mutex::new(
+                OpenOptions::new().create(true).append(true).open(p)?,
+            )),
+            None => None,
+        };
+        Ok((file.is_some() || sink.is_some()).then_some(AccessLog { file, sink }))
+    }
+
+    /// The sink's counters, for `/metrics`.
+    pub fn sink_metrics(&self, m: &mut promtext::Metrics) {
+        if let Some(s) = &self.sink {
+            s.metrics(m);
+        }
     }
 
     /// Appends one record to a worker's buffer.
@@ -68,9 +111,14 @@ impl AccessLog {
         if buf.is_empty() {
             return;
         }
-        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = f.write_all(buf) {
-            tracing::warn!(error = %e, "access log write failed");
+        if let Some(sink) = &self.sink {
+            sink.write_lines(buf);
+        }
+        if let Some(file) = &self.file {
+            let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = f.write_all(buf) {
+                tracing::warn!(error = %e, "access log write failed");
+            }
         }
         buf.clear();
     }

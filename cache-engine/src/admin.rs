@@ -4,6 +4,7 @@
 //! |--------------------------|--------------------------------------------------------------------|
 //! | `GET /health`            | `ok`                                                               |
 //! | `GET /stats`             | [`StatsReply`]: requests, connections, origin, tiers (RAM, disk), in-flight |
+//! | `GET /metrics`           | the same counters (and the access-log shipper's) in the Prometheus text format |
 //! | `GET /object?url=URL`    | [`ObjectReply`]: every stored variant of a URL (age, size, tier and place on disk, hits) |
 //! | `POST /purge`            | a [`Purge`] as JSON, e.g. `{"url":"http://h/p"}`, `{"prefix":"http://h/d/"}`, `{"customer":"demo"}`; answers [`PurgeReply`] |
 //!
@@ -211,29 +212,8 @@ fn handle(mut s: TcpStream, ctx: &AdminContext) -> io::Result<()> {
     let sh = &ctx.shared;
     match (req.method.as_str(), path) {
         ("GET", "/health") => reply(&mut s, 200, "text/plain", b"ok\n"),
-        ("GET", "/stats") => {
-            let workers = sh.all_counters();
-            let (requests, connections) = sum(
-                workers.iter().map(|c| c.as_ref()),
-                sh.open.load(Ordering::Relaxed) as u64,
-            );
-            let r = StatsReply {
-                pop: sh.pop.to_string(),
-                uptime_s: sh.started.elapsed().as_secs(),
-                workers: sh.workers,
-                requests,
-                connections,
-                origin: sh.fetchers.ctx.counters.snapshot(sh.misses.in_flight()),
-                tiers: sh.store.stats(),
-                customers: sh
-                    .routes
-                    .customers()
-                    .iter()
-                    .map(|c| c.to_string())
-                    .collect(),
-            };
-            reply(&mut s, 200, "application/json", &json(&r))
-        }
+        ("GET", "/stats") => reply(&mut s, 200, "application/json", &json(&stats_reply(sh))),
+        ("GET", "/metrics") => reply(&mut s, 200, promtext::CONTENT_TYPE, metrics(sh).as_bytes()),
         ("GET", "/object") => {
             let Some(url) = query_param(query, "url") else {
                 return reply(
@@ -341,19 +321,193 @@ fn handle(mut s: TcpStream, ctx: &AdminContext) -> io::Result<()> {
                 &json(&PurgeReply { purged }),
             )
         }
-        (_, "/health" | "/stats" | "/object" | "/purge") => reply(
+        (_, "/health" | "/stats" | "/metrics" | "/object" | "/purge") => reply(
             &mut s,
             405,
             "text/plain",
-            b"use GET for /health, /stats, /object and POST for /purge\n",
+            b"use GET for /health, /stats, /metrics, /object and POST for /purge\n",
         ),
         _ => reply(
             &mut s,
             404,
             "text/plain",
-            b"not found; try /stats, /object?url=URL, POST /purge\n",
+            b"not found; try /stats, /metrics, /object?url=URL, POST /purge\n",
         ),
     }
+}
+
+fn stats_reply(sh: &Shared) -> StatsReply {
+    let workers = sh.all_counters();
+    let (requests, connections) = sum(
+        workers.iter().map(|c| c.as_ref()),
+        sh.open.load(Ordering::Relaxed) as u64,
+    );
+    StatsReply {
+        pop: sh.pop.to_string(),
+        uptime_s: sh.started.elapsed().as_secs(),
+        workers: sh.workers,
+        requests,
+        connections,
+        origin: sh.fetchers.ctx.counters.snapshot(sh.misses.in_flight()),
+        tiers: sh.store.stats(),
+        customers: sh
+            .routes
+            .customers()
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
+    }
+}
+
+/// The cache's counters in the Prometheus text format, then the access-log sink's.
+pub fn metrics(sh: &Shared) -> String {
+    let st = stats_reply(sh);
+    let pop = st.pop.as_str();
+    let l = [("pop", pop)];
+    let mut m = promtext::Metrics::new();
+    m.gauge(
+        "popnet_cache_uptime_seconds",
+        "Seconds since the cache started.",
+    )
+    .sample(&l, st.uptime_s);
+    let r = &st.requests;
+    m.counter(
+        "popnet_cache_requests_total",
+        "Requests answered, by how the cache answered them.",
+    )
+    .sample(&[("pop", pop), ("cache", "HIT")], r.hits)
+    .sample(&[("pop", pop), ("cache", "MISS")], r.misses)
+    .sample(&[("pop", pop), ("cache", "STALE")], r.stale)
+    .sample(&[("pop", pop), ("cache", "REVALIDATED")], r.revalidated)
+    .sample(&[("pop", pop), ("cache", "PASS")], r.pass)
+    .sample(&[("pop", pop), ("cache", "ERROR")], r.errors);
+    m.counter(
+        "popnet_cache_responses_total",
+        "Responses sent, by status class.",
+    )
+    .sample(&[("pop", pop), ("class", "2xx")], r.status_2xx)
+    .sample(&[("pop", pop), ("class", "3xx")], r.status_3xx)
+    .sample(&[("pop", pop), ("class", "4xx")], r.status_4xx)
+    .sample(&[("pop", pop), ("class", "5xx")], r.status_5xx);
+    m.counter(
+        "popnet_cache_sent_bytes_total",
+        "Bytes sent to clients (heads and bodies).",
+    )
+    .sample(&l, r.bytes_out);
+    m.counter(
+        "popnet_cache_coalesced_requests_total",
+        "Requests that waited for another request's origin fetch.",
+    )
+    .sample(&l, r.coalesced);
+    m.counter(
+        "popnet_cache_rejected_requests_total",
+        "Requests refused as malformed, too large or too slow.",
+    )
+    .sample(&l, r.rejected);
+    let c = &st.connections;
+    m.gauge("popnet_cache_connections_open", "Client connections open.")
+        .sample(&l, c.open);
+    m.counter(
+        "popnet_cache_connections_accepted_total",
+        "Client connections accepted.",
+    )
+    .sample(&l, c.accepted);
+    m.counter(
+        "popnet_cache_connections_refused_total",
+        "Client connections refused at max_connections.",
+    )
+    .sample(&l, c.refused);
+    m.counter(
+        "popnet_cache_timeouts_total",
+        "Client connections timed out, by phase.",
+    )
+    .sample(&[("pop", pop), ("phase", "head")], c.timeouts_head)
+    .sample(&[("pop", pop), ("phase", "body")], c.timeouts_body)
+    .sample(&[("pop", pop), ("phase", "idle")], c.timeouts_idle)
+    .sample(&[("pop", pop), ("phase", "send")], c.timeouts_send);
+    let o = &st.origin;
+    m.counter(
+        "popnet_cache_origin_requests_total",
+        "Requests sent to origins.",
+    )
+    .sample(&l, o.requests);
+    m.counter(
+        "popnet_cache_origin_failures_total",
+        "Origin requests that failed, by kind.",
+    )
+    .sample(&[("pop", pop), ("kind", "connect")], o.connect_failures)
+    .sample(&[("pop", pop), ("kind", "timeout")], o.timeouts)
+    .sample(&[("pop", pop), ("kind", "broken")], o.broken);
+    m.counter(
+        "popnet_cache_origin_received_bytes_total",
+        "Body bytes received from origins.",
+    )
+    .sample(&l, o.bytes);
+    m.gauge(
+        "popnet_cache_origin_fetches_in_flight",
+        "Origin fetches under way.",
+    )
+    .sample(&l, o.in_flight);
+    macro_rules! per_tier {
+        ($kind:ident, $name:literal, $help:literal, $field:ident) => {{
+            let mut f = m.$kind($name, $help);
+            for t in &st.tiers {
+                f.sample(&[("pop", pop), ("tier", &t.tier)], t.$field);
+            }
+        }};
+    }
+    per_tier!(
+        gauge,
+        "popnet_cache_tier_objects",
+        "Objects stored per tier.",
+        objects
+    );
+    per_tier!(
+        gauge,
+        "popnet_cache_tier_bytes",
+        "Bytes stored per tier.",
+        bytes
+    );
+    per_tier!(
+        gauge,
+        "popnet_cache_tier_capacity_bytes",
+        "Capacity per tier.",
+        capacity
+    );
+    per_tier!(
+        counter,
+        "popnet_cache_tier_hits_total",
+        "Lookups that found an object, per tier.",
+        hits
+    );
+    per_tier!(
+        counter,
+        "popnet_cache_tier_misses_total",
+        "Lookups that found nothing usable, per tier.",
+        misses
+    );
+    per_tier!(
+        counter,
+        "popnet_cache_tier_evicted_total",
+        "Objects evicted per tier.",
+        evicted
+    );
+    per_tier!(
+        counter,
+        "popnet_cache_tier_checksum_failures_total",
+        "Records that failed their checksum when read, per tier.",
+        checksum_failures
+    );
+    per_tier!(
+        counter,
+        "popnet_cache_tier_io_errors_total",
+        "Failed reads and writes per tier.",
+        io_errors
+    );
+    if let Some(log) = &sh.access_log {
+        log.sink_metrics(&mut m);
+    }
+    m.finish()
 }
 
 /// The percent-decoded value of `name` in a query string.

@@ -27,6 +27,7 @@ pub mod store;
 pub mod uring;
 pub mod worker;
 
+pub use access_log::{LineSink, LogSink};
 pub use admin::{ObjectInfo, ObjectReply, PurgeReply, StatsReply};
 pub use purge::Purge;
 pub use server::{CacheOptions, CacheServer, StartError};

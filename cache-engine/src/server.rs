@@ -126,6 +126,8 @@ pub struct CacheOptions {
     pub admin: Option<SocketAddr>,
     /// Event loops; default `[pops.cache] workers`, 0 = one per core.
     pub workers: Option<usize>,
+    /// Where access-log lines go besides `[pops.cache] access_log` (popnet's log shipper).
+    pub log_sink: Option<crate::access_log::LogSink>,
 }
 
 /// A running cache role.
@@ -208,13 +210,14 @@ impl CacheServer {
         let admin = admin_listener
             .local_addr()
             .map_err(|e| StartError::bind(admin_addr, "admin", e))?;
-        let access_log = match &svc.access_log {
-            Some(p) => Some(AccessLog::open(p).map_err(|source| StartError::AccessLog {
-                path: p.clone(),
-                source,
-            })?),
-            None => None,
-        };
+        let access_log = AccessLog::new(
+            svc.access_log.as_deref(),
+            opts.log_sink.as_ref().map(|s| s.0.clone()),
+        )
+        .map_err(|source| StartError::AccessLog {
+            path: svc.access_log.clone().unwrap_or_default(),
+            source,
+        })?;
 
         let via = format!("1.1 {} (popnet)", pop.name);
         let ram = Arc::new(RamTier::new(svc.ram_bytes, S3Fifo::new(svc.ram_bytes)));

@@ -161,26 +161,9 @@ fn handle(mut s: TcpStream, ctx: &AdminContext) -> io::Result<()> {
     let (path, query) = path.split_once('?').unwrap_or((&path, ""));
     let body = match path {
         "/health" => return reply(&mut s, 200, "text/plain", b"ok\n"),
-        "/stats" => {
-            let table = ctx.shared.table.load();
-            let workers = ctx.shared.all_counters();
-            json(&StatsReply {
-                pop: ctx.pop.clone(),
-                uptime_s: ctx.started.elapsed().as_secs(),
-                queries: QueryStats::sum(workers.iter().map(|c| c.as_ref())),
-                reports: ctx.reports.snapshot(),
-                answer_table: TableInfo {
-                    generation: table.generation,
-                    entries: table.len(),
-                },
-                xdp: xdp_report(ctx),
-                resolvers: ctx
-                    .control
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .resolvers
-                    .stats(),
-            })
+        "/stats" => json(&stats_reply(ctx)),
+        "/metrics" => {
+            return reply(&mut s, 200, promtext::CONTENT_TYPE, metrics(ctx).as_bytes());
         }
         "/resolvers" => {
             let table = ctx.shared.table.load();
@@ -215,11 +198,147 @@ fn handle(mut s: TcpStream, ctx: &AdminContext) -> io::Result<()> {
                 &mut s,
                 404,
                 "text/plain",
-                b"not found; try /stats, /selections, /servers, /resolvers\n",
+                b"not found; try /stats, /metrics, /selections, /servers, /resolvers\n",
             );
         }
     };
     reply(&mut s, 200, "application/json", &body)
+}
+
+fn stats_reply(ctx: &AdminContext) -> StatsReply {
+    let table = ctx.shared.table.load();
+    let workers = ctx.shared.all_counters();
+    StatsReply {
+        pop: ctx.pop.clone(),
+        uptime_s: ctx.started.elapsed().as_secs(),
+        queries: QueryStats::sum(workers.iter().map(|c| c.as_ref())),
+        reports: ctx.reports.snapshot(),
+        answer_table: TableInfo {
+            generation: table.generation,
+            entries: table.len(),
+        },
+        xdp: xdp_report(ctx),
+        resolvers: ctx
+            .control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .resolvers
+            .stats(),
+    }
+}
+
+/// The DNS server's counters in the Prometheus text format.
+pub fn metrics(ctx: &AdminContext) -> String {
+    let st = stats_reply(ctx);
+    let pop = st.pop.as_str();
+    let l = [("pop", pop)];
+    let mut m = promtext::Metrics::new();
+    m.gauge(
+        "popnet_dns_uptime_seconds",
+        "Seconds since the DNS server started.",
+    )
+    .sample(&l, st.uptime_s);
+    let q = &st.queries;
+    m.counter(
+        "popnet_dns_queries_received_total",
+        "Queries received in userspace.",
+    )
+    .sample(&l, q.received);
+    m.counter(
+        "popnet_dns_queries_answered_total",
+        "Queries answered in userspace.",
+    )
+    .sample(&l, q.answered);
+    m.counter(
+        "popnet_dns_queries_precomputed_total",
+        "Queries answered from the precomputed answer table.",
+    )
+    .sample(&l, q.precomputed);
+    m.counter(
+        "popnet_dns_queries_truncated_total",
+        "Answers sent with TC=1 (too large for UDP).",
+    )
+    .sample(&l, q.truncated);
+    m.counter(
+        "popnet_dns_queries_dropped_total",
+        "Datagrams dropped without an answer, by reason.",
+    )
+    .sample(&[("pop", pop), ("reason", "short")], q.dropped_short)
+    .sample(&[("pop", pop), ("reason", "response")], q.dropped_response)
+    .sample(&[("pop", pop), ("reason", "oversize")], q.dropped_oversize);
+    m.counter("popnet_dns_responses_total", "Responses sent, by RCODE.")
+        .sample(&[("pop", pop), ("rcode", "NOERROR")], q.noerror)
+        .sample(&[("pop", pop), ("rcode", "FORMERR")], q.formerr)
+        .sample(&[("pop", pop), ("rcode", "SERVFAIL")], q.servfail)
+        .sample(&[("pop", pop), ("rcode", "NXDOMAIN")], q.nxdomain)
+        .sample(&[("pop", pop), ("rcode", "NOTIMP")], q.notimp)
+        .sample(&[("pop", pop), ("rcode", "REFUSED")], q.refused)
+        .sample(&[("pop", pop), ("rcode", "BADVERS")], q.badvers)
+        .sample(&[("pop", pop), ("rcode", "other")], q.other_rcode);
+    let r = &st.reports;
+    m.counter(
+        "popnet_dns_reports_total",
+        "Metric reports received, by outcome.",
+    )
+    .sample(&[("pop", pop), ("result", "accepted")], r.accepted)
+    .sample(&[("pop", pop), ("result", "bad_mac")], r.bad_mac)
+    .sample(&[("pop", pop), ("result", "malformed")], r.malformed)
+    .sample(&[("pop", pop), ("result", "bad_version")], r.bad_version)
+    .sample(&[("pop", pop), ("result", "replayed")], r.replayed)
+    .sample(&[("pop", pop), ("result", "stale")], r.stale)
+    .sample(&[("pop", pop), ("result", "future")], r.future);
+    m.counter(
+        "popnet_dns_report_entries_total",
+        "Entries of accepted reports, and those ignored by reason.",
+    )
+    .sample(&[("pop", pop), ("result", "received")], r.entries)
+    .sample(
+        &[("pop", pop), ("result", "unknown_server")],
+        r.unknown_server,
+    )
+    .sample(&[("pop", pop), ("result", "unknown_view")], r.unknown_view)
+    .sample(&[("pop", pop), ("result", "stale")], r.stale_entries);
+    m.gauge(
+        "popnet_dns_answer_table_entries",
+        "Entries of the precomputed answer table.",
+    )
+    .sample(&l, st.answer_table.entries);
+    m.gauge(
+        "popnet_dns_answer_table_generation",
+        "Generation of the answer table (goes up at every rebuild).",
+    )
+    .sample(&l, st.answer_table.generation);
+    if let Some(c) = &st.xdp.counters {
+        m.counter(
+            "popnet_dns_xdp_answered_total",
+            "Queries answered by the XDP program.",
+        )
+        .sample(&l, c.answered);
+        let mut f = m.counter(
+            "popnet_dns_xdp_passed_total",
+            "Packets the XDP program passed to the stack, by reason.",
+        );
+        for (reason, n) in &c.passed {
+            f.sample(&[("pop", pop), ("reason", reason)], *n);
+        }
+    }
+    let v = &st.resolvers;
+    m.gauge(
+        "popnet_dns_resolvers_tracked",
+        "Client resolvers tracked for latency probes.",
+    )
+    .sample(&l, v.tracked);
+    m.counter(
+        "popnet_dns_resolver_probe_requests_total",
+        "Latency-probe requests sent to probes.",
+    )
+    .sample(&l, v.requests_sent);
+    m.counter(
+        "popnet_dns_resolver_probe_results_total",
+        "Latency results received from probes.",
+    )
+    .sample(&l, v.results);
+    m.finish()
 }
 
 fn xdp_report(ctx: &AdminContext) -> XdpReport {

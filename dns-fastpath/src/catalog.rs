@@ -294,6 +294,18 @@ impl Catalog {
                 ));
             }
         }
+        // Every log server also as <name>.log.<zone>: senders of customers it keeps find it there.
+        if !cfg.log_servers.is_empty() {
+            let log_zone = net_zone
+                .prepend_label(b"log")
+                .map_err(|e| invalid("network.zone".to_string(), e))?;
+            for (i, l) in cfg.log_servers.iter().enumerate() {
+                let n = log_zone
+                    .prepend_label(l.name.as_bytes())
+                    .map_err(|e| invalid(format!("log_servers[{i}].name"), e))?;
+                service_names.push((n, address_rrsets(&[l.address.ip()], SERVICE_TTL)));
+            }
+        }
         let mname = ns_names
             .first()
             .cloned()

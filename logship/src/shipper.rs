@@ -257,6 +257,115 @@ impl Shipper {
         }
     }
 
+    /// The shipper's counters in the Prometheus text format (for the daemon's `/metrics`).
+    pub fn metrics(&self, m: &mut promtext::Metrics) {
+        let st = self.stats();
+        let src = st.source.as_str();
+        let l = [("source", src)];
+        m.counter(
+            "popnet_logship_records_total",
+            "Records handed to the shipper.",
+        )
+        .sample(&l, st.records_in);
+        m.counter(
+            "popnet_logship_dropped_records_total",
+            "Records not shipped, by reason (malformed: no readable customer; unrouted: no log server takes them).",
+        )
+        .sample(&[("source", src), ("reason", "malformed")], st.records_malformed)
+        .sample(&[("source", src), ("reason", "unrouted")], st.records_unrouted);
+        m.counter(
+            "popnet_logship_dropped_chunks_total",
+            "Chunks of lines dropped because the sealer fell behind.",
+        )
+        .sample(&l, st.chunks_dropped);
+        macro_rules! per_dest {
+            ($kind:ident, $name:literal, $help:literal, |$d:ident| $v:expr) => {{
+                let mut f = m.$kind($name, $help);
+                for $d in &st.destinations {
+                    f.sample(&[("source", src), ("destination", &$d.name)], $v);
+                }
+            }};
+        }
+        per_dest!(
+            counter,
+            "popnet_logship_records_sealed_total",
+            "Records sealed into batches, per log server.",
+            |d| d.records_sealed
+        );
+        per_dest!(
+            counter,
+            "popnet_logship_batches_sealed_total",
+            "Batches sealed and spooled, per log server.",
+            |d| d.batches_sealed
+        );
+        per_dest!(
+            counter,
+            "popnet_logship_batches_sent_total",
+            "Batch frames sent (resends included), per log server.",
+            |d| d.batches_sent
+        );
+        per_dest!(
+            counter,
+            "popnet_logship_batches_acked_total",
+            "Batches acknowledged, per log server.",
+            |d| d.batches_acked
+        );
+        per_dest!(
+            counter,
+            "popnet_logship_duplicate_acks_total",
+            "Batches the log server already had (a resend), per log server.",
+            |d| d.duplicates
+        );
+        per_dest!(
+            counter,
+            "popnet_logship_batches_dropped_total",
+            "Oldest batches dropped from a full spool, per log server.",
+            |d| d.batches_dropped
+        );
+        per_dest!(
+            counter,
+            "popnet_logship_connects_total",
+            "Connections made, per log server.",
+            |d| d.connects
+        );
+        per_dest!(
+            gauge,
+            "popnet_logship_spool_batches",
+            "Batches waiting for an acknowledgement, per log server.",
+            |d| d.spool_batches
+        );
+        per_dest!(
+            gauge,
+            "popnet_logship_spool_bytes",
+            "Bytes of the spooled batches, per log server.",
+            |d| d.spool_bytes
+        );
+        per_dest!(
+            gauge,
+            "popnet_logship_connected",
+            "1 while connected to the log server.",
+            |d| d.connected
+        );
+        let mut f = m.gauge(
+            "popnet_logship_destination_info",
+            "Where the last connection to each log server went, and whether popnet's DNS (dns) or the config (config) gave the address.",
+        );
+        for d in &st.destinations {
+            if let (Some(a), Some(by)) = (&d.address, &d.resolved_by) {
+                f.sample(
+                    &[
+                        ("source", src),
+                        ("destination", &d.name),
+                        ("dns_name", &d.dns_name),
+                        ("address", a),
+                        ("resolved_by", by),
+                    ],
+                    1,
+                );
+            }
+        }
+    }
+
     /// Seals what is queued, gives the senders up to `grace` to deliver it, and stops.
     /// Whatever is not acknowledged by then stays in the spool for the next start.
     pub fn stop_within(mut self, grace: Duration) {

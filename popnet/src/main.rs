@@ -3,12 +3,16 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use cache_engine::demo_origin::DemoOrigin;
-use cache_engine::{CacheOptions, CacheServer};
+use cache_engine::{CacheOptions, CacheServer, LineSink, LogSink};
 use clap::{Args, Parser, Subcommand};
 use dns_fastpath::{DnsOptions, DnsServer};
+use logd::{Logd, LogdOptions};
+use logship::{Kind, Shipper, ShipperConfig};
 use popnet_config::{Config, ConfigError, XdpMode};
 use probe::{ProbeDaemon, ProbeOptions};
 
@@ -37,6 +41,10 @@ enum Role {
     /// Run the probes: service checks of every POP cache and origin, this box's load,
     /// and latency probes for the DNS servers; reports go to every DNS server.
     Probe(ProbeArgs),
+    /// Run the log server: receives the record batches of the DNS servers, caches and
+    /// probes, keeps rollups and raw records per customer, and answers popctl
+    /// (`stats`, `bill`) and Prometheus on its admin listener.
+    Logd(LogdArgs),
     /// Attach a pass-everything XDP program to IFACE until stopped. Run it on the peer of a
     /// veth whose other end has the DNS fast path: native XDP on a veth delivers XDP_TX
     /// replies only to a peer that runs XDP too.
@@ -78,6 +86,25 @@ struct CacheArgs {
     /// Event loops (one io_uring each); 0 = one per core.
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+}
+
+#[derive(Args)]
+struct LogdArgs {
+    /// The network's config file (TOML); it must list this log server in [[log_servers]].
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Which [[log_servers]] entry this is, when the config has several.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Receive record batches on this TCP address instead of the config's `address`.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Serve the admin HTTP endpoint (queries, /metrics) here instead of the config's.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// Keep the rollup database and raw records here instead of the config's `data_dir`.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -191,11 +218,90 @@ fn start_probe(cfg: &Config, opts: &ProbeOptions) -> Result<ProbeDaemon> {
     Ok(p)
 }
 
-fn start_cache(cfg: &Config, opts: &CacheOptions) -> Result<CacheServer> {
-    let s = CacheServer::start(cfg, opts).context("cannot start the cache role")?;
+/// Hands the cache's access-log lines to the log shipper.
+struct ShipSink(Shipper);
+
+impl LineSink for ShipSink {
+    fn write_lines(&self, lines: &[u8]) {
+        self.0.write_lines(lines);
+    }
+
+    fn metrics(&self, m: &mut promtext::Metrics) {
+        self.0.metrics(m);
+    }
+}
+
+/// The cache and the shipper of its access log (none when the network has no log
+/// server for this POP's records).
+struct Cache {
+    server: CacheServer,
+    shipper: Option<Arc<ShipSink>>,
+}
+
+impl Cache {
+    fn stop(self) {
+        // The cache flushes its workers' last lines into the shipper as it stops; the
+        // shipper then has a moment to deliver them (what it cannot stays spooled).
+        self.server.stop();
+        if let Some(s) = self.shipper
+            && let Ok(s) = Arc::try_unwrap(s)
+        {
+            s.0.stop_within(Duration::from_secs(2));
+        }
+    }
+}
+
+fn start_cache(cfg: &Config, opts: &CacheOptions) -> Result<Cache> {
+    let pop = cfg
+        .local_pop(opts.pop.as_deref(), |p| p.cache.is_some())
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("cannot start the cache role")?;
+    let shipper = match ShipperConfig::from_config(cfg, &pop.name, "cache", Kind::Access) {
+        Some(sc) => {
+            let spool = sc.spool_dir.clone();
+            let s = Shipper::start(sc).with_context(|| {
+                format!(
+                    "cannot start shipping the access log (spool {}); fix [logs] spool_dir or make it writable",
+                    spool.display()
+                )
+            })?;
+            tracing::info!(spool = %spool.display(), "cache: shipping the access log to the log servers");
+            Some(Arc::new(ShipSink(s)))
+        }
+        None => None,
+    };
+    let mut opts = opts.clone();
+    opts.pop = Some(pop.name.clone());
+    opts.log_sink = shipper.clone().map(|s| LogSink(s as Arc<dyn LineSink>));
+    let s = CacheServer::start(cfg, &opts).context("cannot start the cache role")?;
     let addrs: Vec<String> = s.listen.iter().map(ToString::to_string).collect();
     tracing::info!(pop = %s.pop, listen = %addrs.join(","), admin = %format!("http://{}", s.admin), workers = s.workers, "cache: serving HTTP");
-    Ok(s)
+    Ok(Cache { server: s, shipper })
+}
+
+fn start_logd(a: &LogdArgs) -> Result<Logd> {
+    let cfg = load_config(&ConfigArgs {
+        config: a.config.clone(),
+        pop: None,
+    })?;
+    let l = Logd::start(
+        &cfg,
+        &LogdOptions {
+            name: a.name.clone(),
+            listen: a.listen,
+            admin: a.admin,
+            data_dir: a.data_dir.clone(),
+        },
+    )
+    .context("cannot start the log server")?;
+    tracing::info!(
+        name = %l.name,
+        listen = %l.listen,
+        admin = %format!("http://{}", l.admin),
+        data = %l.data_dir.display(),
+        "logd: receiving record batches"
+    );
+    Ok(l)
 }
 
 /// The demo's origins (`examples/single-pop.toml`): origin-a on 127.0.0.1 and ::1,
@@ -247,6 +353,7 @@ fn run(cli: Cli) -> Result<()> {
                     listen: (!a.listen.is_empty()).then(|| a.listen.clone()),
                     admin: a.admin,
                     workers: a.workers,
+                    ..CacheOptions::default()
                 },
             )?;
             let sig = wait_for_signal()?;
@@ -268,6 +375,12 @@ fn run(cli: Cli) -> Result<()> {
             let sig = wait_for_signal()?;
             tracing::info!(signal = sig, "stopping");
             probe.stop();
+        }
+        Role::Logd(a) => {
+            let l = start_logd(&a)?;
+            let sig = wait_for_signal()?;
+            tracing::info!(signal = sig, "stopping");
+            l.stop();
         }
         Role::XdpPass { iface, xdp_mode } => {
             let prog = dns_fastpath::xdp::PassProgram::attach(&iface, xdp_mode)
@@ -324,7 +437,7 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("popnet up: the built-in demo POP is running. Try:");
                 eprintln!("  dig {at} www.demo.example      # dynamic: a demo origin");
                 eprintln!("  dig {at} static.demo.example   # static: the POP cache");
-                if let Some(c) = cache.as_ref().and_then(|c| c.listen.first()) {
+                if let Some(c) = cache.as_ref().and_then(|c| c.server.listen.first()) {
                     eprintln!(
                         "  curl -H 'Host: static.demo.example' http://{c}/obj/1k   # the cache, in front of the demo origin"
                     );

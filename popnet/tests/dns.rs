@@ -114,6 +114,15 @@ fn internal_services_are_names_too() {
         s.dig(&["log.pop-west.popnet.test.example", "A"]).status,
         "NXDOMAIN"
     );
+    // Every log server also by its own name, for the senders of the customers it keeps.
+    assert_eq!(
+        s.answers("log1.log.popnet.test.example", "A"),
+        ["127.0.0.9"]
+    );
+    assert_eq!(
+        s.dig(&["log2.log.popnet.test.example", "A"]).status,
+        "NXDOMAIN"
+    );
 }
 
 #[test]

@@ -1,0 +1,553 @@
+//! The log server end to end: real `popnet cache`, `popnet dns` and `popnet logd` processes, requests made with curl, rollups that add up to them exactly, and a logd killed with SIGKILL mid-shipping that still ends with every record once.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cache_engine::demo_origin::DemoOrigin;
+
+const HOST: &str = "static.demo.example";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The addresses and directories of one test network.
+struct Net {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    dns_admin: SocketAddr,
+    logd: SocketAddr,
+    logd_admin: SocketAddr,
+}
+
+impl Net {
+    /// A one-POP network whose cache serves `static.demo.example` from `origin` and
+    /// ships its access log to the log server "main", which keeps customer "demo".
+    fn new(origin: SocketAddr, batch_records: usize) -> Net {
+        let dir = tempfile::tempdir().unwrap();
+        let dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let dns_admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let logd: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let logd_admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let text = format!(
+            r#"
+[network]
+name = "logd-test"
+version = 1
+zone = "popnet.example"
+
+[probes]
+report_key = "b931d3d715699ac5770f3adaa5de1107460e972c72dfc63c6498486c5ae09ce5"
+
+[logs]
+key = "4f1e0c2b9a8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f"
+spool_dir = "{spool}"
+batch_records = {batch_records}
+batch_interval = "100ms"
+
+[[pops]]
+name = "t"
+region = "local"
+log_server = "main"
+[pops.dns]
+listen = ["{dns}"]
+reports = "127.0.0.1:0"
+admin = "{dns_admin}"
+[pops.cache]
+addresses = ["127.0.0.1"]
+listen = ["127.0.0.1:0"]
+admin = "127.0.0.1:0"
+
+[[customers]]
+name = "demo"
+fee_per_gb = 0.5
+zones = ["demo.example"]
+
+[[customers.origins]]
+name = "o"
+addresses = ["{oip}"]
+port = {oport}
+
+[[customers.domains]]
+name = "static.demo.example"
+kind = "static"
+
+[[log_servers]]
+name = "main"
+address = "{logd}"
+admin = "{logd_admin}"
+customers = ["demo"]
+data_dir = "{data}"
+"#,
+            spool = dir.path().join("spool").display(),
+            data = dir.path().join("logd").display(),
+            oip = origin.ip(),
+            oport = origin.port(),
+        );
+        let config = dir.path().join("popnet.toml");
+        std::fs::write(&config, text).unwrap();
+        Net {
+            dir,
+            config,
+            dns_admin,
+            logd,
+            logd_admin,
+        }
+    }
+}
+
+/// A `popnet` child process, killed with SIGKILL on drop.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+    what: String,
+}
+
+impl Proc {
+    /// Starts `popnet --log info <args>` and waits until `health` answers 200.
+    fn start(args: &[&str], health: SocketAddr, log: &Path) -> Proc {
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_popnet"))
+            .args(["--log", "info"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("popnet runs");
+        let mut p = Proc {
+            child,
+            log: log.to_owned(),
+            what: args.join(" "),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                panic!("popnet {} exited ({status}):\n{}", p.what, p.log_text());
+            }
+            if get(health, "/health").is_some_and(|(s, _)| s == 200) {
+                return p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "popnet {} did not come up:\n{}",
+                p.what,
+                p.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "popnet {} exited {status}", self.what);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("popnet {} did not stop on SIGTERM", self.what);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `popnet cache` on fresh ports; returns it with its HTTP and admin addresses.
+fn start_cache(net: &Net) -> (Proc, SocketAddr, SocketAddr) {
+    let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let p = Proc::start(
+        &[
+            "cache",
+            "--config",
+            net.config.to_str().unwrap(),
+            "--listen",
+            &http.to_string(),
+            "--admin",
+            &admin.to_string(),
+            "--workers",
+            "2",
+        ],
+        admin,
+        &net.dir.path().join("cache.log"),
+    );
+    (p, http, admin)
+}
+
+fn start_logd(net: &Net) -> Proc {
+    Proc::start(
+        &["logd", "--config", net.config.to_str().unwrap()],
+        net.logd_admin,
+        &net.dir.path().join("logd.log"),
+    )
+}
+
+/// One GET on a fresh connection: status and body.
+fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+fn json(addr: SocketAddr, path: &str) -> serde_json::Value {
+    let (status, body) = get(addr, path).unwrap_or_else(|| panic!("GET {path} failed"));
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"))
+}
+
+fn u(v: &serde_json::Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v}"))
+}
+
+/// What curl saw of one response.
+#[derive(Debug)]
+struct Seen {
+    status: u16,
+    x_cache: String,
+    /// Head and body bytes received.
+    bytes: u64,
+}
+
+/// Fetches every path from the cache with one curl run (one connection, keep-alive).
+fn curl(http: SocketAddr, host: &str, paths: &[String]) -> Vec<Seen> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "60", "-H", &format!("Host: {host}")])
+        .args([
+            "-w",
+            "%{http_code} %{size_header} %{size_download} %header{x-cache}\\n",
+        ]);
+    for p in paths {
+        cmd.args(["-o", "/dev/null", &format!("http://{http}{p}")]);
+    }
+    let out = cmd.output().expect("curl runs");
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let seen: Vec<Seen> = text
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Seen {
+                status: f[0].parse().unwrap(),
+                bytes: f[1].parse::<u64>().unwrap() + f[2].parse::<u64>().unwrap(),
+                x_cache: f.get(3).unwrap_or(&"").to_string(),
+            }
+        })
+        .collect();
+    assert_eq!(seen.len(), paths.len(), "curl wrote {text}");
+    seen
+}
+
+/// Scrapes `/metrics` and parses it with a Prometheus text parser: every sample line
+/// must parse and belong to a family with `# HELP`.
+fn scrape(addr: SocketAddr) -> prometheus_parse::Scrape {
+    let (status, body) = get(addr, "/metrics").expect("GET /metrics");
+    assert_eq!(status, 200, "{body}");
+    let s = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| panic!("/metrics of {addr} does not parse: {e}\n{body}"));
+    let lines = body
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count();
+    assert!(lines > 0);
+    assert_eq!(s.samples.len(), lines, "lines the parser skipped:\n{body}");
+    for x in &s.samples {
+        assert!(s.docs.contains_key(&x.metric), "{} has no HELP", x.metric);
+    }
+    s
+}
+
+/// The value of the one sample of `metric` that has every label of `labels`.
+fn sample(s: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    use prometheus_parse::Value;
+    let found: Vec<f64> = s
+        .samples
+        .iter()
+        .filter(|x| x.metric == metric && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match x.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+            _ => panic!("{metric} is not a counter or gauge"),
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{metric}{labels:?}: {found:?}");
+    found[0]
+}
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !ok() {
+        assert!(
+            t.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn records_from_a_real_cache_reach_logd_and_the_rollups_add_up() {
+    let origin = DemoOrigin::start(&["127.0.0.1:0".parse().unwrap()]).unwrap();
+    let net = Net::new(origin.addrs[0], 5000);
+    // The cache finds the log server as log.t.popnet.example through popnet's own DNS.
+    let _dns = Proc::start(
+        &["dns", "--config", net.config.to_str().unwrap()],
+        net.dns_admin,
+        &net.dir.path().join("dns.log"),
+    );
+    let logd = start_logd(&net);
+    let (cache, http, cache_admin) = start_cache(&net);
+
+    // Ten objects, each fetched three times: ten misses, then twenty hits.
+    let paths: Vec<String> = (1..=10).map(|i| format!("/obj/{i}k")).collect();
+    let mut seen = curl(http, HOST, &paths);
+    seen.extend(curl(http, HOST, &paths));
+    seen.extend(curl(http, HOST, &paths));
+    // A host no customer has: kept under "-" by the POP's log server.
+    let stray = curl(
+        http,
+        "nobody.example",
+        &["/x".to_string(), "/y".to_string()],
+    );
+    let want_bytes: u64 = seen.iter().map(|s| s.bytes).sum();
+    let hits = seen.iter().filter(|s| s.x_cache.starts_with("HIT")).count() as u64;
+    let misses = seen
+        .iter()
+        .filter(|s| s.x_cache.starts_with("MISS"))
+        .count() as u64;
+    assert_eq!((hits, misses), (20, 10), "{seen:?}");
+    assert!(seen.iter().all(|s| s.status == 200));
+
+    let stats = |c: &str| json(net.logd_admin, &format!("/api/stats?customer={c}&since=1h"));
+    wait_for("30 requests in logd", Duration::from_secs(60), || {
+        u(&stats("demo")["total"], "requests") >= 30
+    });
+    // Nothing more arrives later.
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = stats("demo");
+    let t = &s["total"];
+    assert_eq!(s["resolution"], "minute");
+    assert_eq!(u(t, "requests"), 30);
+    assert_eq!(u(t, "bytes"), want_bytes, "bytes served, head and body");
+    assert_eq!((u(t, "hits"), u(t, "misses")), (20, 10));
+    assert_eq!(u(t, "s2xx"), 30);
+    assert_eq!(u(&s["per_pop"]["t"], "requests"), 30);
+    let s = stats("-");
+    assert_eq!(u(&s["total"], "requests"), stray.len() as u64);
+    assert_eq!(
+        u(&s["total"], "bytes"),
+        stray.iter().map(|s| s.bytes).sum::<u64>()
+    );
+
+    // The hour rollups hold the same, and so does the bill of this month.
+    let s = json(net.logd_admin, "/api/stats?customer=demo&since=30d");
+    assert_eq!(s["resolution"], "hour");
+    assert_eq!(u(&s["total"], "requests"), 30);
+    let bill = json(net.logd_admin, "/api/bill?customer=demo");
+    assert_eq!((u(&bill, "requests"), u(&bill, "bytes")), (30, want_bytes));
+    assert_eq!(bill["fee_per_gb"], 0.5);
+
+    // The raw records: one line per request, with the bytes curl received.
+    let (status, raw) = get(net.logd_admin, "/api/raw?customer=demo&hour=0s").unwrap();
+    assert_eq!(status, 200);
+    let (_, earlier) = get(net.logd_admin, "/api/raw?customer=demo&hour=1h").unwrap();
+    let recs: Vec<serde_json::Value> = raw
+        .lines()
+        .chain(earlier.lines())
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs.len(), 30);
+    assert_eq!(recs.iter().map(|r| u(r, "bytes")).sum::<u64>(), want_bytes);
+
+    // Every daemon's /metrics parses and says the same.
+    let c = scrape(cache_admin);
+    assert_eq!(
+        sample(&c, "popnet_cache_requests_total", &[("cache", "HIT")]),
+        20.0
+    );
+    assert_eq!(
+        sample(&c, "popnet_cache_requests_total", &[("cache", "MISS")]),
+        10.0
+    );
+    let all_bytes = want_bytes + stray.iter().map(|s| s.bytes).sum::<u64>();
+    assert_eq!(
+        sample(&c, "popnet_cache_sent_bytes_total", &[]),
+        all_bytes as f64
+    );
+    assert_eq!(sample(&c, "popnet_logship_records_total", &[]), 32.0);
+    assert_eq!(
+        sample(
+            &c,
+            "popnet_logship_spool_batches",
+            &[("destination", "main")]
+        ),
+        0.0
+    );
+    // The cache found the log server as log.t.popnet.example through popnet's DNS.
+    assert_eq!(
+        sample(
+            &c,
+            "popnet_logship_destination_info",
+            &[
+                ("dns_name", "log.t.popnet.example"),
+                ("resolved_by", "dns"),
+                ("address", &net.logd.to_string())
+            ]
+        ),
+        1.0
+    );
+    let l = scrape(net.logd_admin);
+    assert_eq!(sample(&l, "popnet_logd_records_total", &[]), 32.0);
+    assert_eq!(sample(&l, "popnet_logd_rejected_frames_total", &[]), 0.0);
+    let d = scrape(net.dns_admin);
+    assert!(sample(&d, "popnet_dns_queries_answered_total", &[]) >= 2.0);
+    assert!(sample(&d, "popnet_dns_responses_total", &[("rcode", "NOERROR")]) >= 2.0);
+    cache.stop();
+    logd.stop();
+    origin.stop();
+}
+
+#[test]
+fn a_logd_killed_during_shipping_ends_with_every_record_exactly_once() {
+    let origin = DemoOrigin::start(&["127.0.0.1:0".parse().unwrap()]).unwrap();
+    // Small batches: many numbered batches in flight when logd dies.
+    let net = Net::new(origin.addrs[0], 10);
+    let logd = start_logd(&net);
+    let (cache, http, cache_admin) = start_cache(&net);
+    let total_requests = |addr| {
+        get(addr, "/api/stats?customer=demo&since=1h")
+            .filter(|(s, _)| *s == 200)
+            .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
+            .map_or(0, |v| u(&v["total"], "requests"))
+    };
+
+    const ROUNDS: usize = 12;
+    const PER_ROUND: usize = 50;
+    let mut bytes = 0u64;
+    let mut made = 0usize;
+    let mut logd = Some(logd);
+    for round in 0..ROUNDS {
+        let paths: Vec<String> = (0..PER_ROUND)
+            .map(|i| format!("/r{round}/{}", 100 + i))
+            .collect();
+        let seen = curl(http, HOST, &paths);
+        made += seen.len();
+        bytes += seen.iter().map(|s| s.bytes).sum::<u64>();
+        if round == 3 {
+            // Kill logd once it has stored some of them, while batches are in flight.
+            wait_for("logd to store records", Duration::from_secs(60), || {
+                total_requests(net.logd_admin) > 0
+            });
+            logd.take().unwrap().kill9();
+        }
+        if round == 8 {
+            logd = Some(start_logd(&net));
+        }
+    }
+    let logd = logd.unwrap();
+    wait_for("every record in logd", Duration::from_secs(120), || {
+        total_requests(net.logd_admin) >= made as u64
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = json(net.logd_admin, "/api/stats?customer=demo&since=1h");
+    assert_eq!(u(&s["total"], "requests"), made as u64);
+    assert_eq!(u(&s["total"], "bytes"), bytes);
+    let streams = json(net.logd_admin, "/api/streams");
+    let records: u64 = streams
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| u(s, "records"))
+        .sum();
+    let missing: u64 = streams
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| u(s, "missing"))
+        .sum();
+    assert_eq!((records, missing), (made as u64, 0), "{streams}");
+    // Each request's raw record once.
+    let mut paths: Vec<String> = ["0s", "1h"]
+        .iter()
+        .flat_map(|h| {
+            let (_, raw) =
+                get(net.logd_admin, &format!("/api/raw?customer=demo&hour={h}")).unwrap();
+            raw.lines()
+                .filter(|l| !l.is_empty())
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).unwrap()["path"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(paths.len(), made);
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), made);
+    // The shipping did span the kill: the cache had to connect again, and its spool is empty.
+    let c = scrape(cache_admin);
+    assert!(
+        sample(
+            &c,
+            "popnet_logship_connects_total",
+            &[("destination", "main")]
+        ) >= 2.0
+    );
+    assert_eq!(sample(&c, "popnet_logship_records_total", &[]), made as f64);
+    assert_eq!(
+        sample(
+            &c,
+            "popnet_logship_spool_batches",
+            &[("destination", "main")]
+        ),
+        0.0
+    );
+    cache.stop();
+    logd.stop();
+    origin.stop();
+}
