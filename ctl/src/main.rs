@@ -2,6 +2,7 @@
 
 mod cache;
 mod http;
+mod logs;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -55,6 +56,25 @@ enum Cmd {
     /// The HTTP cache: purge, stats, stored objects.
     #[command(subcommand)]
     Cache(cache::CacheCmd),
+    /// A customer's traffic from the log server that keeps it: requests, bytes, hits and
+    /// misses, status classes, per POP, DNS answers.
+    Stats {
+        /// A customer name from the config ("-" for the records of no customer).
+        #[arg(value_name = "CUSTOMER")]
+        customer: String,
+        /// How far back: a span ("30m", "6h", "7d") or a UTC date ("2026-11-01", "2026-11-01T08:00").
+        #[arg(long, default_value = "1h", value_name = "WHEN")]
+        since: String,
+    },
+    /// A customer's bill for a month: bytes served × the fee per GB in the config.
+    Bill {
+        /// A customer name from the config.
+        #[arg(value_name = "CUSTOMER")]
+        customer: String,
+        /// The month, YYYY-MM (UTC); default: this month so far.
+        #[arg(long, value_name = "YYYY-MM")]
+        month: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -281,6 +301,22 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Config(ConfigCmd::Demo) => print!("{}", popnet_config::DEMO_TOML),
+        Cmd::Stats { customer, since } => logs::stats(
+            &load(cli.target.config.as_ref())?,
+            &customer,
+            &since,
+            cli.target.pop.as_deref(),
+            cli.target.admin,
+            cli.json,
+        )?,
+        Cmd::Bill { customer, month } => logs::bill(
+            &load(cli.target.config.as_ref())?,
+            &customer,
+            month.as_deref(),
+            cli.target.pop.as_deref(),
+            cli.target.admin,
+            cli.json,
+        )?,
         Cmd::Cache(cmd) => cache::run(
             &cmd,
             &load(cli.target.config.as_ref())?,

@@ -280,6 +280,32 @@ fn curl(http: SocketAddr, host: &str, paths: &[String]) -> Vec<Seen> {
     seen
 }
 
+/// `popctl`, built next to `popnet` by `cargo test --workspace`.
+fn popctl(args: &[&str]) -> std::process::Output {
+    let p = PathBuf::from(env!("CARGO_BIN_EXE_popnet")).with_file_name("popctl");
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `cargo build -p popctl` (cargo test --workspace does)",
+        p.display()
+    );
+    Command::new(p).args(args).output().expect("popctl runs")
+}
+
+fn popctl_json(args: &[&str]) -> serde_json::Value {
+    let out = popctl(args);
+    assert!(
+        out.status.success(),
+        "popctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "popctl {args:?} --json is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
 /// Scrapes `/metrics` and parses it with a Prometheus text parser: every sample line
 /// must parse and belong to a family with `# HELP`.
 fn scrape(addr: SocketAddr) -> prometheus_parse::Scrape {
@@ -400,6 +426,57 @@ fn records_from_a_real_cache_reach_logd_and_the_rollups_add_up() {
         .collect();
     assert_eq!(recs.len(), 30);
     assert_eq!(recs.iter().map(|r| u(r, "bytes")).sum::<u64>(), want_bytes);
+
+    // popctl asks the log server that keeps the customer (found in the config).
+    let cfg = net.config.to_str().unwrap();
+    let v = popctl_json(&["--config", cfg, "stats", "demo", "--since", "30m", "--json"]);
+    assert_eq!(
+        (u(&v["total"], "requests"), u(&v["total"], "bytes")),
+        (30, want_bytes)
+    );
+    assert_eq!(u(&v["total"], "hits"), 20);
+    let v = popctl_json(&["--config", cfg, "--json", "bill", "demo"]);
+    assert_eq!((u(&v, "requests"), u(&v, "bytes")), (30, want_bytes));
+    let month = v["month"].as_str().unwrap().to_string();
+    let v = popctl_json(&["--config", cfg, "--json", "bill", "demo", "--month", &month]);
+    assert_eq!(u(&v, "bytes"), want_bytes);
+    let v = popctl_json(&[
+        "--config", cfg, "--json", "bill", "demo", "--month", "2020-01",
+    ]);
+    assert_eq!((u(&v, "requests"), u(&v, "bytes")), (0, 0));
+    let out = popctl(&["--config", cfg, "stats", "demo"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.contains("requests 30") && text.contains("hits 20  misses 10"),
+        "{text}"
+    );
+    let out = popctl(&["--config", cfg, "bill", "demo"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("bytes served {want_bytes} ")) && text.contains("fee 0.5 per GB"),
+        "{text}"
+    );
+    // Mistakes are named, with what to do.
+    let out = popctl(&["--config", cfg, "stats", "nobody"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no customer named \"nobody\"") && err.contains("demo"),
+        "{err}"
+    );
+    let out = popctl(&["--config", cfg, "bill", "demo", "--month", "2026-13"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(1) && err.contains("write YYYY-MM"),
+        "{err}"
+    );
+    let out = popctl(&["--config", cfg, "stats", "demo", "--since", "yesterday"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(1) && err.contains("answered 400") && err.contains("\"6h\""),
+        "{err}"
+    );
 
     // Every daemon's /metrics parses and says the same.
     let c = scrape(cache_admin);
