@@ -1233,6 +1233,69 @@ mod tests {
     }
 
     #[test]
+    fn dns_answers_and_probe_results_roll_up_per_pop_and_server() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path(), scope()).unwrap();
+        let t = now_ms();
+        let dns = |server: &str, answers: u64| {
+            serde_json::to_string(&DnsRecord {
+                ts_ms: t,
+                from_ms: t - 5000,
+                pop: "iad1".into(),
+                customer: "shop".into(),
+                domain: "www.shop.example".into(),
+                view: "us".into(),
+                qtype: "A".into(),
+                server: server.into(),
+                server_kind: "origin".into(),
+                answers,
+            })
+            .unwrap()
+        };
+        let lines = [
+            dns("shop/east", 7),
+            dns("shop/east", 5),
+            dns("shop/west", 1),
+        ];
+        let raw: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let b = Batch::seal(Kind::Dns, [5; 16], 1, t, 3, "iad1/dns", raw.as_bytes()).unwrap();
+        assert!(matches!(
+            s.ingest(&b).unwrap(),
+            Ingested::Stored { kept: 3, .. }
+        ));
+        let probe = |ok: bool, us: u64| {
+            serde_json::to_string(&ProbeRecord {
+                ts_ms: t,
+                pop: "iad1".into(),
+                customer: "shop".into(),
+                target: "shop/east".into(),
+                ok,
+                total_us: us,
+                status: Some(200),
+                error: None,
+            })
+            .unwrap()
+        };
+        let raw = format!("{}\n{}\n", probe(true, 100), probe(false, 900));
+        let b = Batch::seal(Kind::Probe, [6; 16], 1, t, 2, "iad1/probe", raw.as_bytes()).unwrap();
+        s.ingest(&b).unwrap();
+        let st = s.stats("shop", time::now() - 600, 3 * time::DAY).unwrap();
+        let answers: Vec<(&str, u64)> = st
+            .dns
+            .iter()
+            .map(|r| (r.server.as_str(), r.answers))
+            .collect();
+        assert_eq!(answers, vec![("shop/east", 12), ("shop/west", 1)]);
+        assert_eq!(st.probes.len(), 1);
+        let p = st.probes[0].probe;
+        assert_eq!(
+            (p.checks, p.failures, p.total_us, p.max_us),
+            (2, 1, 1000, 900)
+        );
+        assert_eq!(st.total.requests, 0);
+    }
+
+    #[test]
     fn a_bill_is_the_months_bytes_times_the_fee() {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(d.path(), scope()).unwrap();

@@ -406,6 +406,15 @@ fn records_from_a_real_cache_reach_logd_and_the_rollups_add_up() {
         stray.iter().map(|s| s.bytes).sum::<u64>()
     );
 
+    // The last hour's graph: 60 one-minute points summing to the same.
+    let g = json(net.logd_admin, "/api/series?customer=demo&range=hour");
+    let points = g["points"].as_array().unwrap();
+    assert_eq!(points.len(), 60);
+    assert_eq!(points.iter().map(|p| u(p, "requests")).sum::<u64>(), 30);
+    assert_eq!(
+        points.iter().map(|p| u(p, "bytes")).sum::<u64>(),
+        want_bytes
+    );
     // The hour rollups hold the same, and so does the bill of this month.
     let s = json(net.logd_admin, "/api/stats?customer=demo&since=30d");
     assert_eq!(s["resolution"], "hour");
