@@ -149,6 +149,34 @@ fn signed_request_gets_signed_round_trips() {
 }
 
 #[test]
+fn an_ipv6_resolver_is_measured_by_icmpv6_echo_where_raw_sockets_are_allowed() {
+    // Nothing listens on the target port, so the DNS query gets no answer; the echo is
+    // tried first and must be what measured.
+    let closed = closed_udp_port();
+    let r = start(|o| {
+        o.target_port = closed;
+        o.timeout = Duration::from_millis(500);
+    });
+    if !r.stats().icmp {
+        // Without CAP_NET_RAW the responder falls back (tested above); CI runs as root
+        // and sets POPNET_HWTESTS=1, so there this must not be skipped.
+        assert!(
+            std::env::var_os("POPNET_HWTESTS").is_none(),
+            "no raw ICMP socket, but POPNET_HWTESTS is set: run as root"
+        );
+        eprintln!("skipped: no raw ICMP socket (needs CAP_NET_RAW)");
+        return;
+    }
+    let c = Client::new(&r);
+    c.send(5, &[ip("::1")]);
+    let got = results(&c.collect(1, Duration::from_secs(3)));
+    let rtt = got[&ip("::1")].expect("::1 answers the echo");
+    assert!(rtt > 0 && rtt < 300_000, "{rtt}");
+    let s = r.stats();
+    assert_eq!((s.by_icmp, s.by_dns, s.by_tcp), (1, 0, 0), "{s:?}");
+}
+
+#[test]
 fn without_icmp_a_dns_answer_or_a_tcp_connect_measures_and_silence_is_no_answer() {
     // 127.0.0.3: a UDP socket answers.
     // 127.0.0.4: the UDP port is silent and the TCP backlog full: nothing answers.
