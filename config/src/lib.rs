@@ -116,6 +116,80 @@ impl Config {
     }
 }
 
+impl Configd {
+    /// The box named `name`.
+    pub fn get(&self, name: &str) -> Option<&ConfigBox> {
+        self.boxes.iter().find(|b| b.name == name)
+    }
+
+    /// The box that controls `name` (none for a master or an unknown box).
+    pub fn parent(&self, name: &str) -> Option<&ConfigBox> {
+        self.boxes
+            .iter()
+            .find(|b| b.controls.iter().any(|c| c == name))
+    }
+
+    /// The boxes `name` sends a pushed config to, in config order.
+    pub fn children(&self, name: &str) -> Vec<&ConfigBox> {
+        match self.get(name) {
+            Some(b) => b.controls.iter().filter_map(|c| self.get(c)).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The masters, in config order.
+    pub fn master_boxes(&self) -> Vec<&ConfigBox> {
+        self.masters.iter().filter_map(|m| self.get(m)).collect()
+    }
+
+    /// The parent of `name`, its parent, and so on up to a master (bounded, so a
+    /// config that was never validated cannot loop).
+    pub fn ancestors(&self, name: &str) -> Vec<&ConfigBox> {
+        let mut out: Vec<&ConfigBox> = Vec::new();
+        let mut at = name;
+        while let Some(p) = self.parent(at) {
+            if out.iter().any(|b| b.name == p.name) || out.len() > self.boxes.len() {
+                break;
+            }
+            out.push(p);
+            at = &p.name;
+        }
+        out
+    }
+
+    /// `name` and every box below it, parents before children.
+    pub fn subtree(&self, name: &str) -> Vec<&ConfigBox> {
+        let mut out: Vec<&ConfigBox> = Vec::new();
+        let mut todo: Vec<&str> = vec![name];
+        while let Some(n) = todo.pop() {
+            if out.iter().any(|b| b.name == n) || out.len() > self.boxes.len() {
+                continue;
+            }
+            if let Some(b) = self.get(n) {
+                out.push(b);
+                todo.extend(b.controls.iter().rev().map(String::as_str));
+            }
+        }
+        out
+    }
+
+    /// The box that runs POP `pop`'s services.
+    pub fn box_of_pop(&self, pop: &str) -> Option<&ConfigBox> {
+        self.boxes.iter().find(|b| b.pop.as_deref() == Some(pop))
+    }
+}
+
+impl Config {
+    /// The name a config daemon's TLS certificate must carry:
+    /// `configd.<box>.<network.zone>`.
+    pub fn configd_tls_name(&self, box_name: &str) -> String {
+        format!(
+            "configd.{box_name}.{}",
+            self.network.zone.trim_end_matches('.')
+        )
+    }
+}
+
 impl Customer {
     /// The origin named `name`.
     pub fn origin(&self, name: &str) -> Option<&Origin> {

@@ -27,6 +27,10 @@ pub struct Config {
     pub log_servers: Vec<LogServer>,
     #[serde(default)]
     pub logs: LogSettings,
+    /// The config daemons and the tree a pushed config travels; none = this config is
+    /// not distributed by `popctl config push`.
+    #[serde(default)]
+    pub configd: Option<Configd>,
 }
 
 /// The network itself: its name, the version of this file, who may change it, and the
@@ -593,8 +597,83 @@ impl Default for LogSettings {
     }
 }
 
+/// The config daemons of the network and the tree a push travels (the seed's AdminTools:
+/// "a list of servers will get the configuration file and send it to another list of
+/// servers and so on", as the configuration file itself says).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Configd {
+    /// The boxes `popctl config push` sends to first; every other box is controlled by
+    /// exactly one box.
+    pub masters: Vec<String>,
+    /// A subtree that has not acknowledged a PREPARE (or COMMIT) within this fails, and
+    /// the push is aborted everywhere.
+    #[serde(default = "defaults::configd_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// How often a box asks its parent (then the parent's ancestors, then the masters)
+    /// whether a newer config was committed while it was down or cut off.
+    #[serde(default = "defaults::configd_recovery", with = "duration")]
+    pub recovery_interval: Duration,
+    /// TLS between config daemons (rustls); none = plain TCP (the signatures still
+    /// protect the content, but not its secrets).
+    #[serde(default)]
+    pub tls: Option<ConfigdTls>,
+    pub boxes: Vec<ConfigBox>,
+}
+
+/// TLS settings of the config daemons.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigdTls {
+    /// PEM certificate(s) of the CA that issued every box's certificate. A box's
+    /// certificate names `configd.<box>.<network.zone>`.
+    pub ca: String,
+    /// `offer`: daemons answer TLS but connect in plain TCP (the step when turning TLS
+    /// on); `require`: daemons connect with TLS and hand out a config only over TLS to
+    /// a peer with a certificate of the CA.
+    #[serde(default)]
+    pub mode: TlsMode,
+}
+
+/// Whether config daemons connect with TLS.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    Offer,
+    #[default]
+    Require,
+}
+
+/// One box that runs `popnet configd`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigBox {
+    pub name: String,
+    /// TCP address of its config daemon, as other boxes and popctl reach it.
+    pub address: SocketAddr,
+    /// The POP whose services run on this box (its cache is purged through it).
+    #[serde(default)]
+    pub pop: Option<String>,
+    /// The boxes this one sends a pushed config to.
+    #[serde(default)]
+    pub controls: Vec<String>,
+    /// With TLS: this box's certificate chain (PEM), a path on this box.
+    #[serde(default)]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// With TLS: this box's private key (PEM), a path on this box.
+    #[serde(default)]
+    pub tls_key: Option<std::path::PathBuf>,
+}
+
 mod defaults {
     use std::time::Duration;
+
+    pub fn configd_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn configd_recovery() -> Duration {
+        Duration::from_secs(5)
+    }
 
     pub fn one() -> f64 {
         1.0

@@ -138,6 +138,7 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     pops(&mut p, cfg);
     customers(&mut p, cfg, net_zone.as_ref());
     log_servers(&mut p, cfg);
+    configd(&mut p, cfg);
     p.0
 }
 
@@ -1013,4 +1014,227 @@ fn log_servers(p: &mut Problems, cfg: &Config) {
             "use at least 1048576, e.g. 1073741824 (1 GiB)",
         );
     }
+}
+
+fn configd(p: &mut Problems, cfg: &Config) {
+    let Some(d) = &cfg.configd else {
+        return;
+    };
+    if cfg.network.admins.is_empty() {
+        p.add(
+            "network.admins",
+            "the config is distributed by [configd] but names no admin, so no box would accept any config",
+            "add [[network.admins]] with the public key printed by `popctl config keygen`",
+        );
+    }
+    if d.boxes.is_empty() {
+        p.add(
+            "configd.boxes",
+            "no box runs a config daemon",
+            "add [[configd.boxes]] with name, address and controls",
+        );
+        return;
+    }
+    p.unique(
+        "configd.boxes",
+        "box",
+        d.boxes.iter().map(|b| b.name.as_str()),
+    );
+    let mut addresses: HashMap<std::net::SocketAddr, usize> = HashMap::new();
+    let mut pops_seen: HashMap<&str, usize> = HashMap::new();
+    // The box that controls each box, as first seen.
+    let mut parent: HashMap<&str, usize> = HashMap::new();
+    for (i, b) in d.boxes.iter().enumerate() {
+        let at = format!("configd.boxes[{i}]");
+        p.label(&format!("{at}.name"), &b.name);
+        if b.address.port() == 0 || b.address.ip().is_unspecified() || b.address.ip().is_multicast() {
+            p.add(
+                format!("{at}.address"),
+                format!("{} cannot be connected to", b.address),
+                "write the address and port other boxes reach this box's configd at, e.g. \"192.0.2.10:5390\" (`popnet configd --listen` can listen on a wildcard)",
+            );
+        }
+        if let Some(first) = addresses.insert(b.address, i) {
+            p.add(
+                format!("{at}.address"),
+                format!("{} is also the address of configd.boxes[{first}]", b.address),
+                "give every box its own address",
+            );
+        }
+        if let Some(pop) = &b.pop {
+            if cfg.pop(pop).is_none() {
+                p.add(
+                    format!("{at}.pop"),
+                    format!("no POP is named {pop:?}"),
+                    "name one of the [[pops]], or leave pop out for a box without POP services",
+                );
+            } else if let Some(first) = pops_seen.insert(pop.as_str(), i) {
+                p.add(
+                    format!("{at}.pop"),
+                    format!("POP {pop:?} is already on configd.boxes[{first}]"),
+                    "put each POP on one box",
+                );
+            }
+        }
+        let mut own = HashSet::new();
+        for (j, c) in b.controls.iter().enumerate() {
+            let cp = format!("{at}.controls[{j}]");
+            if !own.insert(c.as_str()) {
+                p.add(&cp, format!("{c:?} is listed twice"), "list each box once");
+                continue;
+            }
+            if c == &b.name {
+                p.add(&cp, "a box cannot control itself", "remove it from controls");
+            } else if d.get(c).is_none() {
+                p.add(
+                    &cp,
+                    format!("no box is named {c:?}"),
+                    "name one of the [[configd.boxes]]",
+                );
+            } else if d.masters.iter().any(|m| m == c) {
+                p.add(
+                    &cp,
+                    format!("{c:?} is a master, which popctl itself sends to"),
+                    "remove it from controls or from configd.masters",
+                );
+            } else if let Some(&first) = parent.get(c.as_str()) {
+                p.add(
+                    &cp,
+                    format!(
+                        "{c:?} is already controlled by {:?}",
+                        d.boxes[first].name
+                    ),
+                    "a box has one parent; remove one of them",
+                );
+            } else {
+                parent.insert(c.as_str(), i);
+            }
+        }
+        match (&d.tls, &b.tls_cert, &b.tls_key) {
+            (Some(_), Some(_), Some(_)) | (None, None, None) => {}
+            (Some(_), _, _) => p.add(
+                &at,
+                "with [configd.tls] every box needs tls_cert and tls_key",
+                format!(
+                    "give the paths (on that box) of its PEM certificate for {} and its key",
+                    cfg.configd_tls_name(&b.name)
+                ),
+            ),
+            (None, _, _) => p.add(
+                &at,
+                "tls_cert and tls_key are set but there is no [configd.tls]",
+                "add [configd.tls] with the CA, or remove tls_cert and tls_key",
+            ),
+        }
+        for (field, path) in [("tls_cert", &b.tls_cert), ("tls_key", &b.tls_key)] {
+            if path.as_ref().is_some_and(|x| x.as_os_str().is_empty()) {
+                p.add(
+                    format!("{at}.{field}"),
+                    "the path is empty",
+                    "write the file's path on that box",
+                );
+            }
+        }
+    }
+    if d.masters.is_empty() {
+        p.add(
+            "configd.masters",
+            "no master, so a push would reach no box",
+            "name the boxes popctl sends to first, e.g. [\"iad1\"]",
+        );
+    }
+    let mut masters = HashSet::new();
+    for (i, m) in d.masters.iter().enumerate() {
+        if !masters.insert(m.as_str()) {
+            p.add(
+                format!("configd.masters[{i}]"),
+                format!("{m:?} is listed twice"),
+                "list each master once",
+            );
+        } else if d.get(m).is_none() {
+            p.add(
+                format!("configd.masters[{i}]"),
+                format!("no box is named {m:?}"),
+                "name one of the [[configd.boxes]]",
+            );
+        }
+    }
+    // Every box must hang below a master (a box controlled by nobody, or a ring of
+    // boxes controlling each other, would never get a pushed config).
+    let mut reached: HashSet<&str> = HashSet::new();
+    let mut todo: Vec<&str> = d.masters.iter().map(String::as_str).collect();
+    while let Some(n) = todo.pop() {
+        if !reached.insert(n) {
+            continue;
+        }
+        if let Some(b) = d.get(n) {
+            todo.extend(b.controls.iter().map(String::as_str));
+        }
+    }
+    for (i, b) in d.boxes.iter().enumerate() {
+        if !reached.contains(b.name.as_str()) {
+            p.add(
+                format!("configd.boxes[{i}]"),
+                format!("box {:?} is below no master, so no push would reach it", b.name),
+                "add it to the controls of a box, or to configd.masters",
+            );
+        }
+    }
+    for (i, pop) in cfg.pops.iter().enumerate() {
+        if !pops_seen.contains_key(pop.name.as_str()) {
+            p.add(
+                format!("pops[{i}]"),
+                format!("POP {:?} is on no box of [configd], so it would never get a pushed config", pop.name),
+                format!("set pop = {:?} on the box that runs it", pop.name),
+            );
+        }
+    }
+    if d.timeout < Duration::from_millis(100) || d.timeout > Duration::from_secs(600) {
+        p.add(
+            "configd.timeout",
+            "must be from 100ms to 10m",
+            "use a few seconds, e.g. \"10s\"",
+        );
+    }
+    if d.recovery_interval < Duration::from_millis(100) {
+        p.add(
+            "configd.recovery_interval",
+            "shorter than 100ms",
+            "use a few seconds, e.g. \"5s\"",
+        );
+    }
+    if let Some(tls) = &d.tls {
+        if let Err(e) = pem_certificates(&tls.ca) {
+            p.add(
+                "configd.tls.ca",
+                e,
+                "paste the CA certificate in PEM (-----BEGIN CERTIFICATE----- ...) between triple quotes",
+            );
+        }
+    }
+}
+
+/// Checks that `text` is one or more PEM certificates; returns how many.
+fn pem_certificates(text: &str) -> Result<usize, String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut rest = text;
+    let mut n = 0;
+    while let Some(start) = rest.find(BEGIN) {
+        let body = &rest[start + BEGIN.len()..];
+        let Some(end) = body.find(END) else {
+            return Err(format!("certificate {} has no {END} line", n + 1));
+        };
+        let b64: String = body[..end].split_whitespace().collect();
+        match base64::engine::general_purpose::STANDARD.decode(&b64) {
+            Ok(der) if der.len() > 32 => n += 1,
+            Ok(_) => return Err(format!("certificate {} is too short", n + 1)),
+            Err(e) => return Err(format!("certificate {} is not base64 ({e})", n + 1)),
+        }
+        rest = &body[end + END.len()..];
+    }
+    if n == 0 {
+        return Err("no PEM certificate found".to_string());
+    }
+    Ok(n)
 }

@@ -1,6 +1,7 @@
 //! `popctl`: inspect and operate a popnet network from the command line.
 
 mod cache;
+mod config;
 mod http;
 mod logs;
 
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow};
 use clap::{Args, Parser, Subcommand};
-use popnet_config::{Config, ConfigError};
+use popnet_config::Config;
 use serde_json::Value;
 
 #[derive(Parser)]
@@ -45,9 +46,9 @@ struct Target {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Check and print configs.
+    /// Configs: check, keys and signatures, push to every box, every box's state.
     #[command(subcommand)]
-    Config(ConfigCmd),
+    Config(config::ConfigCmd),
     /// The DNS server: counters and current answers.
     #[command(subcommand)]
     Dns(DnsCmd),
@@ -75,17 +76,6 @@ enum Cmd {
         #[arg(long, value_name = "YYYY-MM")]
         month: Option<String>,
     },
-}
-
-#[derive(Subcommand)]
-enum ConfigCmd {
-    /// Validate config files; prints every problem with its place.
-    Check {
-        #[arg(required = true, value_name = "FILE")]
-        files: Vec<PathBuf>,
-    },
-    /// Print the built-in demo config (a starting point for your own).
-    Demo,
 }
 
 #[derive(Subcommand)]
@@ -123,7 +113,7 @@ enum MapCmd {
 
 /// An error already printed.
 #[derive(Debug)]
-struct Failed;
+pub(crate) struct Failed;
 
 impl std::fmt::Display for Failed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -240,7 +230,7 @@ fn text(v: &Value) -> String {
 }
 
 /// Prints rows as aligned columns.
-fn table(header: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) {
     let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -274,33 +264,7 @@ fn figure(v: &Value, unit: &str) -> String {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Config(ConfigCmd::Check { files }) => {
-            let mut bad = false;
-            for f in &files {
-                match Config::load(f) {
-                    Ok(c) => println!(
-                        "{}: valid (version {}, {} POPs, {} customers, {} balanced domains)",
-                        f.display(),
-                        c.network.version,
-                        c.pops.len(),
-                        c.customers.len(),
-                        c.customers.iter().map(|c| c.domains.len()).sum::<usize>()
-                    ),
-                    Err(e @ ConfigError::Invalid { .. }) => {
-                        bad = true;
-                        eprintln!("{e}");
-                    }
-                    Err(e) => {
-                        bad = true;
-                        eprintln!("{e}");
-                    }
-                }
-            }
-            if bad {
-                return Err(Failed.into());
-            }
-        }
-        Cmd::Config(ConfigCmd::Demo) => print!("{}", popnet_config::DEMO_TOML),
+        Cmd::Config(cmd) => config::run(&cmd, cli.target.config.as_ref(), cli.json)?,
         Cmd::Stats { customer, since } => logs::stats(
             &load(cli.target.config.as_ref())?,
             &customer,
@@ -580,6 +544,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<Failed>() => ExitCode::from(1),
+        Err(e) if e.is::<config::Incomplete>() => ExitCode::from(2),
         Err(e) => {
             eprintln!("popctl: {e:#}");
             ExitCode::from(1)

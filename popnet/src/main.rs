@@ -45,6 +45,10 @@ enum Role {
     /// probes, keeps rollups and raw records per customer, and answers popctl
     /// (`stats`, `bill`) and Prometheus on its admin listener.
     Logd(LogdArgs),
+    /// Run the config daemon of this box: it stores the running config durably, takes
+    /// part in two-phase pushes down the tree the config describes, fetches a commit it
+    /// missed from its parent, and tells local daemons (`--configd` socket, SIGHUP).
+    Configd(ConfigdArgs),
     /// Attach a pass-everything XDP program to IFACE until stopped. Run it on the peer of a
     /// veth whose other end has the DNS fast path: native XDP on a veth delivers XDP_TX
     /// replies only to a peer that runs XDP too.
@@ -120,6 +124,30 @@ struct ProbeArgs {
     /// Measure resolver latency with DNS and TCP to port 53 only, not ICMP echo.
     #[arg(long)]
     no_icmp: bool,
+}
+
+#[derive(Args)]
+struct ConfigdArgs {
+    /// This box's name in [[configd.boxes]].
+    #[arg(long, value_name = "BOX")]
+    name: String,
+    /// Directory of the durable store (created if missing).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/popnet/configd")]
+    state: PathBuf,
+    /// A signed config to start from when the store is empty (or older): the box's
+    /// first config must be signed by one of its own admins.
+    #[arg(long, value_name = "FILE")]
+    bootstrap: Option<PathBuf>,
+    /// Listen here instead of the box's address in the config (e.g. 0.0.0.0:5390).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// The local socket daemons subscribe on; default: STATE/configd.sock.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Send SIGHUP, on every switch, to the process whose pid this file holds
+    /// (repeatable).
+    #[arg(long, value_name = "PIDFILE")]
+    hup: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -381,6 +409,22 @@ fn run(cli: Cli) -> Result<()> {
             let sig = wait_for_signal()?;
             tracing::info!(signal = sig, "stopping");
             l.stop();
+        }
+        Role::Configd(a) => {
+            let d = configd::Daemon::start(&configd::DaemonOptions {
+                name: a.name,
+                state_dir: a.state,
+                bootstrap: a.bootstrap,
+                listen: a.listen,
+                socket: a.socket,
+                hup: a.hup,
+            })
+            .context("cannot start configd")?;
+            let st = d.status();
+            tracing::info!(box_name = %st.name, version = st.running.version, listen = %d.listen, socket = %d.socket.display(), "configd: running");
+            let sig = wait_for_signal()?;
+            tracing::info!(signal = sig, "stopping");
+            d.stop();
         }
         Role::XdpPass { iface, xdp_mode } => {
             let prog = dns_fastpath::xdp::PassProgram::attach(&iface, xdp_mode)
