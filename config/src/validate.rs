@@ -1047,7 +1047,8 @@ fn configd(p: &mut Problems, cfg: &Config) {
     for (i, b) in d.boxes.iter().enumerate() {
         let at = format!("configd.boxes[{i}]");
         p.label(&format!("{at}.name"), &b.name);
-        if b.address.port() == 0 || b.address.ip().is_unspecified() || b.address.ip().is_multicast() {
+        if b.address.port() == 0 || b.address.ip().is_unspecified() || b.address.ip().is_multicast()
+        {
             p.add(
                 format!("{at}.address"),
                 format!("{} cannot be connected to", b.address),
@@ -1057,7 +1058,10 @@ fn configd(p: &mut Problems, cfg: &Config) {
         if let Some(first) = addresses.insert(b.address, i) {
             p.add(
                 format!("{at}.address"),
-                format!("{} is also the address of configd.boxes[{first}]", b.address),
+                format!(
+                    "{} is also the address of configd.boxes[{first}]",
+                    b.address
+                ),
                 "give every box its own address",
             );
         }
@@ -1084,7 +1088,11 @@ fn configd(p: &mut Problems, cfg: &Config) {
                 continue;
             }
             if c == &b.name {
-                p.add(&cp, "a box cannot control itself", "remove it from controls");
+                p.add(
+                    &cp,
+                    "a box cannot control itself",
+                    "remove it from controls",
+                );
             } else if d.get(c).is_none() {
                 p.add(
                     &cp,
@@ -1100,10 +1108,7 @@ fn configd(p: &mut Problems, cfg: &Config) {
             } else if let Some(&first) = parent.get(c.as_str()) {
                 p.add(
                     &cp,
-                    format!(
-                        "{c:?} is already controlled by {:?}",
-                        d.boxes[first].name
-                    ),
+                    format!("{c:?} is already controlled by {:?}", d.boxes[first].name),
                     "a box has one parent; remove one of them",
                 );
             } else {
@@ -1175,7 +1180,10 @@ fn configd(p: &mut Problems, cfg: &Config) {
         if !reached.contains(b.name.as_str()) {
             p.add(
                 format!("configd.boxes[{i}]"),
-                format!("box {:?} is below no master, so no push would reach it", b.name),
+                format!(
+                    "box {:?} is below no master, so no push would reach it",
+                    b.name
+                ),
                 "add it to the controls of a box, or to configd.masters",
             );
         }
@@ -1184,7 +1192,10 @@ fn configd(p: &mut Problems, cfg: &Config) {
         if !pops_seen.contains_key(pop.name.as_str()) {
             p.add(
                 format!("pops[{i}]"),
-                format!("POP {:?} is on no box of [configd], so it would never get a pushed config", pop.name),
+                format!(
+                    "POP {:?} is on no box of [configd], so it would never get a pushed config",
+                    pop.name
+                ),
                 format!("set pop = {:?} on the box that runs it", pop.name),
             );
         }
@@ -1203,14 +1214,14 @@ fn configd(p: &mut Problems, cfg: &Config) {
             "use a few seconds, e.g. \"5s\"",
         );
     }
-    if let Some(tls) = &d.tls {
-        if let Err(e) = pem_certificates(&tls.ca) {
-            p.add(
-                "configd.tls.ca",
-                e,
-                "paste the CA certificate in PEM (-----BEGIN CERTIFICATE----- ...) between triple quotes",
-            );
-        }
+    if let Some(tls) = &d.tls
+        && let Err(e) = pem_certificates(&tls.ca)
+    {
+        p.add(
+            "configd.tls.ca",
+            e,
+            "paste the CA certificate in PEM (-----BEGIN CERTIFICATE----- ...) between triple quotes",
+        );
     }
 }
 

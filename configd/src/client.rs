@@ -10,7 +10,9 @@ use crate::wire::{self, Request, Response, WireError};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CallError {
-    #[error("cannot connect to box {name} at {addr}: {source} (is `popnet configd` running there, and reachable?)")]
+    #[error(
+        "cannot connect to box {name} at {addr}: {source} (is `popnet configd` running there, and reachable?)"
+    )]
     Connect {
         name: String,
         addr: SocketAddr,

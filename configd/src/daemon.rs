@@ -210,8 +210,7 @@ impl Daemon {
                 path: path.clone(),
                 source,
             };
-            let boot =
-                SignedConfig::parse(text, &path.display().to_string()).map_err(bad)?;
+            let boot = SignedConfig::parse(text, &path.display().to_string()).map_err(bad)?;
             let signer = match &state {
                 None => boot.accept_first().map_err(bad)?,
                 Some(s) => {
@@ -341,11 +340,20 @@ impl Daemon {
                 .map_err(DaemonError::Thread)
         };
         let i = inner.clone();
-        threads.push(spawn("configd-accept", Box::new(move || i.serve(listener)))?);
+        threads.push(spawn(
+            "configd-accept",
+            Box::new(move || i.serve(listener)),
+        )?);
         let i = inner.clone();
-        threads.push(spawn("configd-local", Box::new(move || i.serve_local(local)))?);
+        threads.push(spawn(
+            "configd-local",
+            Box::new(move || i.serve_local(local)),
+        )?);
         let i = inner.clone();
-        threads.push(spawn("configd-recovery", Box::new(move || i.recovery_loop()))?);
+        threads.push(spawn(
+            "configd-recovery",
+            Box::new(move || i.recovery_loop()),
+        )?);
         tracing::info!(
             name = %inner.name,
             %listen,
@@ -468,7 +476,9 @@ impl Inner {
         if let Some(t) = &t
             && !t.serves()
         {
-            tracing::warn!("configd: the config has [configd.tls] but no certificate for this box; answering plain TCP only");
+            tracing::warn!(
+                "configd: the config has [configd.tls] but no certificate for this box; answering plain TCP only"
+            );
         }
         *lock(&self.tls) = t;
     }
@@ -555,7 +565,7 @@ impl Inner {
     fn handle(&self, req: Request, s: &Stream) -> Response {
         match req {
             Request::Status => Response::Status {
-                status: self.status(),
+                status: Box::new(self.status()),
             },
             Request::Fetch => {
                 let running = self.running();
@@ -636,12 +646,11 @@ impl Inner {
                 let budget = Duration::from_millis(budget_ms);
                 let running = self.running().cfg;
                 let (own, pop, purged) = self.purge(&cmd, &running, child_budget(budget));
-                let mut boxes = self.with_children(&running, own, start, budget, |b| {
-                    Request::Purge {
+                let mut boxes =
+                    self.with_children(&running, own, start, budget, |b| Request::Purge {
                         cmd: cmd.clone(),
                         budget_ms: b.as_millis() as u64,
-                    }
-                });
+                    });
                 if let Some(first) = boxes.first_mut() {
                     first.pop = pop;
                     first.purged = purged;
@@ -716,7 +725,10 @@ impl Inner {
                 .zip(&children)
                 .map(|(h, c)| {
                     h.join().unwrap_or_else(|_| {
-                        vec![BoxReport::unreached(&c.name, "internal error while asking it")]
+                        vec![BoxReport::unreached(
+                            &c.name,
+                            "internal error while asking it",
+                        )]
                     })
                 })
                 .collect()
@@ -748,7 +760,9 @@ impl Inner {
                 return Err("not a prepare command".to_string());
             };
             if crate::sign::digest(text.as_bytes()) != digest {
-                return Err("the config sent is not the one the command names (digest differs)".to_string());
+                return Err(
+                    "the config sent is not the one the command names (digest differs)".to_string(),
+                );
             }
             let new = SignedConfig::parse(text, &format!("pushed config version {version}"))
                 .map_err(|e| e.to_string())?;
@@ -796,7 +810,12 @@ impl Inner {
     }
 
     /// Stores `new` as the pending config of `push`.
-    fn hold_pending(&self, new: &Arc<SignedConfig>, push: &str, signer: &str) -> Result<String, String> {
+    fn hold_pending(
+        &self,
+        new: &Arc<SignedConfig>,
+        push: &str,
+        signer: &str,
+    ) -> Result<String, String> {
         let mut live = lock(&self.live);
         if let Some(p) = &live.pending {
             if p.meta.push == push && p.meta.digest == new.digest {
@@ -862,7 +881,12 @@ impl Inner {
             },
             Err(e) => return (Own::failed(e.to_string()), running.cfg),
         };
-        let pending = lock(&self.live).pending.clone();
+        // Running and pending read together: recovery may have switched this box to
+        // the committed version (and dropped the pending one) since `running` above.
+        let (running, pending) = {
+            let live = lock(&self.live);
+            (live.running.clone(), live.pending.clone())
+        };
         match pending {
             Some(p) if p.meta.push == push => match self.switch(
                 Held {
@@ -1103,7 +1127,9 @@ impl Inner {
             let live = lock(&self.live);
             (live.running.clone(), live.pending.clone())
         };
-        let tree = pending.as_ref().map_or(running.cfg.clone(), |p| p.cfg.clone());
+        let tree = pending
+            .as_ref()
+            .map_or(running.cfg.clone(), |p| p.cfg.clone());
         let Some(d) = &tree.config.configd else {
             return;
         };
@@ -1128,7 +1154,7 @@ impl Inner {
                 &Request::Status,
                 RECOVERY_CALL,
             ) {
-                Ok(Response::Status { status }) => status,
+                Ok(Response::Status { status }) => *status,
                 Ok(_) => continue,
                 Err(e) => {
                     tracing::debug!(source = %src.name, error = %e, "configd: recovery source not reachable");
@@ -1151,7 +1177,12 @@ impl Inner {
         }
     }
 
-    fn fetch_from(&self, src: &ConfigBox, tls: Option<&Tls>, running: &Held) -> Result<u32, String> {
+    fn fetch_from(
+        &self,
+        src: &ConfigBox,
+        tls: Option<&Tls>,
+        running: &Held,
+    ) -> Result<u32, String> {
         let text = match client::call(src.address, &src.name, tls, &Request::Fetch, RECOVERY_CALL) {
             Ok(Response::Config { text }) => text,
             Ok(_) => return Err("it answered something else than a config".to_string()),

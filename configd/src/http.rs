@@ -17,7 +17,8 @@ pub fn post_json(
 ) -> Result<Vec<u8>, String> {
     let mut s = TcpStream::connect_timeout(&addr, timeout)
         .map_err(|e| format!("cannot reach the cache admin listener at {addr}: {e}"))?;
-    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
     let auth = token

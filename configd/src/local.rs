@@ -72,7 +72,7 @@ impl Subscription {
             stream,
             path: path.to_path_buf(),
         };
-        let first = sub.next()?;
+        let first = sub.recv()?;
         sub.stream
             .set_read_timeout(None)
             .map_err(|e| wire_err(e.into()))?;
@@ -80,7 +80,7 @@ impl Subscription {
     }
 
     /// Waits for the next config.
-    pub fn next(&mut self) -> Result<Update, LocalError> {
+    pub fn recv(&mut self) -> Result<Update, LocalError> {
         match wire::read_frame::<Local>(&mut self.stream) {
             Ok(Local::Config { version, text }) => Ok(Update { version, text }),
             Ok(_) => Err(LocalError::Unexpected {
@@ -95,7 +95,11 @@ impl Subscription {
 
     /// Tells configd how the reload of `version` went (`Err` = kept the old config,
     /// and why).
-    pub fn report(&mut self, version: u32, result: Result<String, String>) -> Result<(), LocalError> {
+    pub fn report(
+        &mut self,
+        version: u32,
+        result: Result<String, String>,
+    ) -> Result<(), LocalError> {
         let (ok, message) = match result {
             Ok(m) => (true, m),
             Err(m) => (false, m),

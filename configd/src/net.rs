@@ -27,7 +27,9 @@ const TLS_HANDSHAKE: u8 = 0x16;
 pub enum TlsError {
     #[error("configd.tls.ca: {0}; paste the CA certificate in PEM")]
     Ca(String),
-    #[error("cannot read {path} ({what} of box {name}): {reason}; fix tls_cert / tls_key of configd.boxes {name:?} or the file")]
+    #[error(
+        "cannot read {path} ({what} of box {name}): {reason}; fix tls_cert / tls_key of configd.boxes {name:?} or the file"
+    )]
     File {
         name: String,
         what: &'static str,
@@ -260,5 +262,7 @@ pub fn accept(tcp: TcpStream, tls: Option<&Tls>, timeout: Duration) -> io::Resul
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp)?;
     }
-    Ok(Stream::Server(Box::new(rustls::StreamOwned::new(conn, tcp))))
+    Ok(Stream::Server(Box::new(rustls::StreamOwned::new(
+        conn, tcp,
+    ))))
 }

@@ -164,7 +164,11 @@ fn ask_masters(
 impl<'k> Push<'k> {
     /// Reads the signed config (refusing an unsigned or invalid one, or one without a
     /// tree) and gets ready to push it with `key` signing the commands.
-    pub fn new(signed_text: String, key: &'k AdminKey, opts: &PushOptions) -> Result<Push<'k>, PushError> {
+    pub fn new(
+        signed_text: String,
+        key: &'k AdminKey,
+        opts: &PushOptions,
+    ) -> Result<Push<'k>, PushError> {
         let cfg = SignedConfig::parse(signed_text, "the pushed config")?;
         let d = tree(&cfg.config)?;
         check_admin(&cfg.config, key)?;
@@ -209,10 +213,12 @@ impl<'k> Push<'k> {
             digest: self.cfg.digest.clone(),
         })?;
         let budget = self.timeout;
-        let boxes = ask_masters(self.tree(), self.tls.as_ref(), budget, || Request::Prepare {
-            cmd: cmd.clone(),
-            text: self.cfg.text.clone(),
-            budget_ms: budget.as_millis() as u64,
+        let boxes = ask_masters(self.tree(), self.tls.as_ref(), budget, || {
+            Request::Prepare {
+                cmd: cmd.clone(),
+                text: self.cfg.text.clone(),
+                budget_ms: budget.as_millis() as u64,
+            }
         });
         Ok(Prepared {
             boxes,
@@ -227,9 +233,11 @@ impl<'k> Push<'k> {
             version: self.cfg.version(),
         })?;
         let budget = self.timeout;
-        Ok(ask_masters(self.tree(), self.tls.as_ref(), budget, || Request::Commit {
-            cmd: cmd.clone(),
-            budget_ms: budget.as_millis() as u64,
+        Ok(ask_masters(self.tree(), self.tls.as_ref(), budget, || {
+            Request::Commit {
+                cmd: cmd.clone(),
+                budget_ms: budget.as_millis() as u64,
+            }
         }))
     }
 
@@ -239,9 +247,11 @@ impl<'k> Push<'k> {
             push: self.id.clone(),
         })?;
         let budget = self.timeout;
-        Ok(ask_masters(self.tree(), self.tls.as_ref(), budget, || Request::Abort {
-            cmd: cmd.clone(),
-            budget_ms: budget.as_millis() as u64,
+        Ok(ask_masters(self.tree(), self.tls.as_ref(), budget, || {
+            Request::Abort {
+                cmd: cmd.clone(),
+                budget_ms: budget.as_millis() as u64,
+            }
         }))
     }
 
@@ -270,7 +280,11 @@ impl<'k> Push<'k> {
         } else {
             self.abort()?
         };
-        tracing::debug!(elapsed_ms = t0.elapsed().as_millis() as u64, committed, "push done");
+        tracing::debug!(
+            elapsed_ms = t0.elapsed().as_millis() as u64,
+            committed,
+            "push done"
+        );
         let last_switch_ms = committed
             .then(|| {
                 decision
@@ -285,10 +299,7 @@ impl<'k> Push<'k> {
         Ok(PushReport {
             push: self.id.clone(),
             version: self.cfg.version(),
-            signer: self
-                .cfg
-                .verify(&self.cfg.config.network.admins)
-                .ok(),
+            signer: self.cfg.verify(&self.cfg.config.network.admins).ok(),
             committed,
             started_ms: self.started_ms,
             prepared_ms: prepared.at_ms,
@@ -302,12 +313,20 @@ impl<'k> Push<'k> {
 }
 
 /// Pushes a signed config with `key` signing the commands (see the module docs).
-pub fn push(signed_text: String, key: &AdminKey, opts: &PushOptions) -> Result<PushReport, PushError> {
+pub fn push(
+    signed_text: String,
+    key: &AdminKey,
+    opts: &PushOptions,
+) -> Result<PushReport, PushError> {
     Push::new(signed_text, key, opts)?.run()
 }
 
 /// Signs `text` with `key` and pushes it.
-pub fn sign_and_push(text: &str, key: &AdminKey, opts: &PushOptions) -> Result<PushReport, PushError> {
+pub fn sign_and_push(
+    text: &str,
+    key: &AdminKey,
+    opts: &PushOptions,
+) -> Result<PushReport, PushError> {
     push(crate::sign::sign_config(text, key), key, opts)
 }
 

@@ -468,3 +468,173 @@ pub fn unix_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(version: u32, admins: &[(&str, &AdminKey)]) -> String {
+        let mut admins_toml = String::new();
+        for (name, k) in admins {
+            admins_toml.push_str(&format!(
+                "[[network.admins]]\nname = \"{name}\"\nkey = \"{}\"\n",
+                k.public_b64()
+            ));
+        }
+        popnet_config::DEMO_TOML
+            .replacen("version = 1\n", &format!("version = {version}\n"), 1)
+            .replacen("[probes]\n", &format!("{admins_toml}\n[probes]\n"), 1)
+    }
+
+    #[test]
+    fn a_signed_config_verifies_and_is_still_a_config() {
+        let alice = AdminKey::generate().unwrap();
+        let text = sign_config(&config(2, &[("alice", &alice)]), &alice);
+        assert!(text.lines().last().unwrap().starts_with(SIGNATURE_PREFIX));
+        popnet_config::Config::from_toml(&text, "signed").expect("still a valid config");
+        let s = SignedConfig::parse(text.clone(), "t").unwrap();
+        assert_eq!(s.accept_first().unwrap(), "alice");
+        assert_eq!(s.digest, digest(text.as_bytes()));
+        // Signing again replaces the signature instead of adding one.
+        let again = sign_config(&text, &alice);
+        assert_eq!(again.matches(SIGNATURE_PREFIX).count(), 1);
+        assert_eq!(again, text, "ed25519 signatures are deterministic");
+    }
+
+    #[test]
+    fn refusals_say_what_is_wrong() {
+        let alice = AdminKey::generate().unwrap();
+        let mallory = AdminKey::generate().unwrap();
+        let running =
+            popnet_config::Config::from_toml(&config(5, &[("alice", &alice)]), "r").unwrap();
+
+        let unsigned = SignedConfig::parse(config(6, &[("alice", &alice)]), "f.toml");
+        assert!(matches!(unsigned, Err(Refused::Unsigned { .. })));
+        assert!(
+            unsigned
+                .unwrap_err()
+                .to_string()
+                .contains("popctl config sign")
+        );
+
+        let tampered = sign_config(&config(6, &[("alice", &alice)]), &alice).replacen(
+            "version = 6",
+            "version = 7",
+            1,
+        );
+        let e = SignedConfig::parse(tampered, "t")
+            .unwrap()
+            .accept(&running)
+            .unwrap_err();
+        assert!(matches!(e, Refused::BadSignature { .. }), "{e}");
+
+        let foreign = sign_config(&config(6, &[("mallory", &mallory)]), &mallory);
+        let e = SignedConfig::parse(foreign, "t")
+            .unwrap()
+            .accept(&running)
+            .unwrap_err();
+        assert!(matches!(e, Refused::UnknownSigner { .. }), "{e}");
+        assert!(e.to_string().contains("admins: alice"), "{e}");
+
+        let older = sign_config(&config(5, &[("alice", &alice)]), &alice);
+        let e = SignedConfig::parse(older, "t")
+            .unwrap()
+            .accept(&running)
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Refused::NotNewer {
+                    version: 5,
+                    running: 5
+                }
+            ),
+            "{e}"
+        );
+
+        let newer = sign_config(&config(6, &[("alice", &alice)]), &alice);
+        assert_eq!(
+            SignedConfig::parse(newer, "t")
+                .unwrap()
+                .accept(&running)
+                .unwrap(),
+            "alice"
+        );
+    }
+
+    #[test]
+    fn malformed_signature_lines_are_named_by_line() {
+        let alice = AdminKey::generate().unwrap();
+        let text = sign_config(&config(2, &[("alice", &alice)]), &alice);
+        let last = text.lines().count();
+        let cut = text.replace(" sig=", " sag=");
+        match SignedConfig::parse(cut, "f.toml") {
+            Err(Refused::Malformed { line, .. }) => assert_eq!(line, last),
+            other => panic!("{:?}", other.map(|s| s.digest)),
+        }
+        let two = format!("{text}{}", text.lines().last().unwrap());
+        let e = SignedConfig::parse(two, "f.toml").unwrap_err();
+        assert!(matches!(e, Refused::Malformed { .. }), "{e}");
+        let short = text.replace("sig=", "sig=AAAA");
+        assert!(SignedConfig::parse(short, "f.toml").is_err());
+    }
+
+    #[test]
+    fn commands_are_bound_to_admins_network_and_time() {
+        let alice = AdminKey::generate().unwrap();
+        let mallory = AdminKey::generate().unwrap();
+        let cfg = popnet_config::Config::from_toml(&config(5, &[("alice", &alice)]), "r").unwrap();
+        let op = Op::Abort { push: "p".into() };
+        let c = Command::new("demo", op.clone()).unwrap();
+        let (back, who) = SignedCommand::sign(&c, &alice)
+            .verify(&cfg, unix_ms())
+            .unwrap();
+        assert_eq!((back.op, who.as_str()), (op.clone(), "alice"));
+
+        let e = SignedCommand::sign(&c, &mallory)
+            .verify(&cfg, unix_ms())
+            .unwrap_err();
+        assert!(matches!(e, Refused::UnknownSigner { .. }), "{e}");
+
+        let other = Command::new("elsewhere", op.clone()).unwrap();
+        let e = SignedCommand::sign(&other, &alice)
+            .verify(&cfg, unix_ms())
+            .unwrap_err();
+        assert!(matches!(e, Refused::OtherNetwork { .. }), "{e}");
+
+        let mut old = Command::new("demo", op).unwrap();
+        old.issued_ms -= COMMAND_MAX_AGE_MS + 60_000;
+        let e = SignedCommand::sign(&old, &alice)
+            .verify(&cfg, unix_ms())
+            .unwrap_err();
+        assert!(matches!(e, Refused::Expired { .. }), "{e}");
+
+        let mut forged = SignedCommand::sign(&c, &alice);
+        forged.body = forged.body.replace("\"p\"", "\"q\"");
+        let e = forged.verify(&cfg, unix_ms()).unwrap_err();
+        assert!(matches!(e, Refused::BadSignature { .. }), "{e}");
+    }
+
+    #[test]
+    fn keys_round_trip_through_pkcs8_pem_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alice.key");
+        let k = AdminKey::generate().unwrap();
+        k.save(&path).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(AdminKey::load(&path).unwrap().public_b64(), k.public_b64());
+        assert!(
+            k.save(&path).is_err(),
+            "an existing key file is never overwritten"
+        );
+        std::fs::write(dir.path().join("junk"), "not a key").unwrap();
+        let e = AdminKey::load(&dir.path().join("junk"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("popctl config keygen"), "{e}");
+    }
+}

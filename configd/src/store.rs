@@ -30,9 +30,7 @@ pub enum StoreError {
         "{path} is locked by another process (is another `popnet configd` using this state directory?)"
     )]
     Locked { path: PathBuf },
-    #[error(
-        "{path} is damaged ({reason}); move it away and start configd with --bootstrap FILE"
-    )]
+    #[error("{path} is damaged ({reason}); move it away and start configd with --bootstrap FILE")]
     Damaged { path: PathBuf, reason: String },
 }
 

@@ -94,11 +94,19 @@ pub enum Request {
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Response {
-    Status { status: BoxStatus },
+    Status {
+        status: Box<BoxStatus>,
+    },
     /// One report per box of the subtree that was asked (this box first).
-    Boxes { boxes: Vec<BoxReport> },
-    Config { text: String },
-    Error { message: String },
+    Boxes {
+        boxes: Vec<BoxReport>,
+    },
+    Config {
+        text: String,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// The config a box runs.
