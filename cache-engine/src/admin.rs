@@ -298,7 +298,12 @@ fn handle(mut s: TcpStream, ctx: &AdminContext) -> io::Result<()> {
                 }
             };
             if let Purge::Customer(c) = &p
-                && !sh.routes.customers().iter().any(|x| &**x == c.as_str())
+                && !sh
+                    .routes
+                    .load()
+                    .customers()
+                    .iter()
+                    .any(|x| &**x == c.as_str())
             {
                 return reply(
                     &mut s,
@@ -352,6 +357,7 @@ fn stats_reply(sh: &Shared) -> StatsReply {
         tiers: sh.store.stats(),
         customers: sh
             .routes
+            .load()
             .customers()
             .iter()
             .map(|c| c.to_string())

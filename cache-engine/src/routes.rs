@@ -123,6 +123,14 @@ impl Routes {
         }
     }
 
+    /// How many hosts this POP's cache serves.
+    pub fn hosts(&self) -> usize {
+        self.hosts
+            .values()
+            .filter(|r| matches!(r, HostRoute::Serve(_)))
+            .count()
+    }
+
     /// The customer names served here.
     pub fn customers(&self) -> Vec<Arc<str>> {
         let mut v: Vec<Arc<str>> = self

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use popnet_config::Config;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -38,7 +39,8 @@ pub struct Settings {
 pub struct Shared {
     pub pop: Arc<str>,
     pub settings: Settings,
-    pub routes: Routes,
+    /// Host routing; replaced whole by a config reload.
+    pub routes: ArcSwap<Routes>,
     pub store: Arc<Store>,
     pub misses: Arc<dyn MissLock>,
     pub fetchers: Fetchers,
@@ -133,6 +135,9 @@ pub struct CacheOptions {
 /// A running cache role.
 pub struct CacheServer {
     shared: Arc<Shared>,
+    /// The config in use and the command-line overrides (for reloads).
+    pub(crate) config: Mutex<Config>,
+    pub(crate) opts: CacheOptions,
     mailboxes: Vec<Arc<Mailbox>>,
     threads: Vec<JoinHandle<()>>,
     pub pop: String,
@@ -259,7 +264,7 @@ impl CacheServer {
                 idle_timeout: svc.idle_timeout,
                 send_timeout: svc.send_timeout,
             },
-            routes: Routes::build(cfg, &pop.name),
+            routes: ArcSwap::from_pointee(Routes::build(cfg, &pop.name)),
             store,
             misses,
             fetchers: Fetchers::new(ctx),
@@ -274,6 +279,8 @@ impl CacheServer {
 
         let mut server = CacheServer {
             shared: shared.clone(),
+            config: Mutex::new(cfg.clone()),
+            opts: opts.clone(),
             mailboxes: Vec::new(),
             threads: Vec::new(),
             pop: pop.name.clone(),

@@ -1062,6 +1062,7 @@ impl Worker {
         let route = self
             .shared
             .routes
+            .load()
             .find(&host)
             .cloned()
             .map_err(|e| e.to_string());

@@ -111,7 +111,13 @@ fn outcome(o: Outcome) -> &'static str {
 fn print_boxes(rows: &[BoxReport]) {
     let rows: Vec<Vec<String>> = rows
         .iter()
-        .map(|b| vec![b.name.clone(), outcome(b.outcome).to_string(), b.message.clone()])
+        .map(|b| {
+            vec![
+                b.name.clone(),
+                outcome(b.outcome).to_string(),
+                b.message.clone(),
+            ]
+        })
         .collect();
     table(&["BOX", "RESULT", "DETAIL"], &rows);
 }
@@ -128,7 +134,10 @@ fn print_push(r: &PushReport) {
     );
     println!(
         "PREPARE: {} of {} boxes hold it ({} ms)",
-        r.prepare.iter().filter(|b| b.outcome == Outcome::Ok).count(),
+        r.prepare
+            .iter()
+            .filter(|b| b.outcome == Outcome::Ok)
+            .count(),
         r.prepare.len(),
         r.prepared_ms.saturating_sub(r.started_ms)
     );
@@ -136,7 +145,10 @@ fn print_push(r: &PushReport) {
     if r.committed {
         println!(
             "COMMIT: {} of {} boxes switched ({} ms from the start{})",
-            r.decision.iter().filter(|b| b.outcome == Outcome::Ok).count(),
+            r.decision
+                .iter()
+                .filter(|b| b.outcome == Outcome::Ok)
+                .count(),
             r.decision.len(),
             r.finished_ms.saturating_sub(r.started_ms),
             r.last_switch_ms
@@ -214,8 +226,7 @@ pub fn run(cmd: &ConfigCmd, network: Option<&PathBuf>, json_out: bool) -> Result
             let parsed = SignedConfig::parse(signed.clone(), &file.display().to_string())
                 .map_err(|e| anyhow!("{e}"))?;
             let target = out.as_ref().unwrap_or(file);
-            configd::store::write_atomic(target, signed.as_bytes())
-                .map_err(|e| anyhow!("{e}"))?;
+            configd::store::write_atomic(target, signed.as_bytes()).map_err(|e| anyhow!("{e}"))?;
             match parsed.accept_first() {
                 Ok(who) => eprintln!(
                     "popctl: signed version {} as {who}: {}",
@@ -348,7 +359,13 @@ fn print_status(boxes: &[BoxReport]) {
         .collect();
     table(
         &[
-            "BOX", "POP", "RUNNING", "SIGNED BY", "PENDING", "LOCAL DAEMONS", "NOTE",
+            "BOX",
+            "POP",
+            "RUNNING",
+            "SIGNED BY",
+            "PENDING",
+            "LOCAL DAEMONS",
+            "NOTE",
         ],
         &rows,
     );

@@ -252,7 +252,7 @@ pub fn start(
                 }
                 if dirty || last_tick.elapsed() >= TICK {
                     last_tick = Instant::now();
-                    let (table, requests) = {
+                    let requests = {
                         let mut st = lock(&state);
                         let now = Instant::now();
                         while let Ok(addr) = shared.seen.1.try_recv() {
@@ -264,26 +264,34 @@ pub fn start(
                             }
                         }
                         let requests = st.resolvers.due_requests(now, unix_ms());
-                        (st.refresh(false), requests)
+                        // Published under the lock, so that a table of a config
+                        // replaced by a reload (which takes the lock) never lands
+                        // after the reload's first table.
+                        if let Some(t) = st.refresh(false) {
+                            publish(&shared, t);
+                        }
+                        requests
                     };
                     for (probe, bytes) in requests {
                         if let Err(e) = sock.send_to(&bytes, probe) {
                             tracing::debug!(%probe, error = %e, "latency request not sent");
                         }
                     }
-                    if let Some(t) = table {
-                        tracing::debug!(
-                            generation = t.generation,
-                            entries = t.len(),
-                            "answer table published"
-                        );
-                        let t = Arc::new(t);
-                        shared.table.store(t.clone());
-                        if let Some(x) = shared.xdp.get() {
-                            x.offer(t);
-                        }
-                    }
                 }
             }
         })
+}
+
+/// Makes `t` the table the workers answer from and hands it to the XDP writer.
+pub(crate) fn publish(shared: &Shared, t: AnswerTable) {
+    tracing::debug!(
+        generation = t.generation,
+        entries = t.len(),
+        "answer table published"
+    );
+    let t = Arc::new(t);
+    shared.table.store(t.clone());
+    if let Some(x) = shared.xdp.get() {
+        x.offer(t);
+    }
 }

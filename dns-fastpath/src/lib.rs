@@ -10,6 +10,7 @@ pub mod answer;
 pub mod catalog;
 pub mod control;
 pub mod metrics;
+pub mod reload;
 pub mod resolvers;
 pub mod respond;
 pub mod selector;
@@ -22,4 +23,5 @@ pub mod views;
 pub mod xdp;
 
 pub use admin::{StatsReply, XdpReport};
+pub use reload::{DnsReload, ReloadError};
 pub use server::{DnsOptions, DnsServer, StartError};

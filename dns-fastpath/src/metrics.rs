@@ -163,6 +163,35 @@ impl MetricsTable {
         }
     }
 
+    /// The table of a reloaded config: what this one knows of the servers and views that
+    /// stay is kept (figures, replay guards, counters); the rest is dropped.
+    pub fn carry_over(
+        &self,
+        key: &[u8],
+        stale_after_ms: u64,
+        server_ids: impl IntoIterator<Item = String>,
+        views: Vec<String>,
+    ) -> MetricsTable {
+        let servers = server_ids
+            .into_iter()
+            .map(|id| {
+                let mut figures = self.servers.get(&id).cloned().unwrap_or_default();
+                for f in figures.values_mut() {
+                    f.latency.retain(|v, _| views.contains(v));
+                }
+                (id, figures)
+            })
+            .collect();
+        MetricsTable {
+            key: key.to_vec(),
+            stale_after_ms,
+            servers,
+            views,
+            last: self.last.clone(),
+            counters: self.counters.clone(),
+        }
+    }
+
     pub fn counters(&self) -> std::sync::Arc<ReportCounters> {
         self.counters.clone()
     }

@@ -159,9 +159,12 @@ pub struct DnsOptions {
 
 /// A running DNS role.
 pub struct DnsServer {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
-    control: Arc<Mutex<ControlState>>,
+    pub(crate) control: Arc<Mutex<ControlState>>,
+    /// The config in use and the command-line overrides (for reloads).
+    pub(crate) config: Mutex<Config>,
+    pub(crate) opts: DnsOptions,
     pub pop: String,
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
@@ -235,6 +238,8 @@ impl DnsServer {
             shared: shared.clone(),
             threads: Vec::new(),
             control: control.clone(),
+            config: Mutex::new(cfg.clone()),
+            opts: opts.clone(),
             pop: pop.name.clone(),
             udp: Vec::new(),
             tcp: Vec::new(),

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod reload;
+
 use anyhow::{Context, Result};
 use cache_engine::demo_origin::DemoOrigin;
 use cache_engine::{CacheOptions, CacheServer, LineSink, LogSink};
@@ -63,9 +65,14 @@ enum Role {
 
 #[derive(Args)]
 struct ConfigArgs {
-    /// The network's config file (TOML); default: the built-in demo.
+    /// The network's config file (TOML); default: the built-in demo. SIGHUP reads it
+    /// again and reloads.
     #[arg(long, short = 'c', value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Take the config from this box's configd (its local socket, e.g.
+    /// /var/lib/popnet/configd/configd.sock) and reload on every config it switches to.
+    #[arg(long, value_name = "SOCKET", conflicts_with = "config")]
+    configd: Option<PathBuf>,
     /// Which POP this box is, when the config has several.
     #[arg(long, value_name = "NAME")]
     pop: Option<String>,
@@ -190,18 +197,34 @@ impl std::fmt::Display for Reported {
 
 impl std::error::Error for Reported {}
 
-fn load_config(args: &ConfigArgs) -> Result<Config> {
-    let loaded = match &args.config {
-        Some(path) => Config::load(path),
-        None => Ok(Config::demo()),
-    };
-    loaded.map_err(|e| {
-        match &e {
-            ConfigError::Invalid { .. } => eprintln!("popnet: the config is not valid:\n{e}\nfix these and start again (`popctl config check FILE` checks a file)."),
-            _ => eprintln!("popnet: {e}"),
+fn source(args: &ConfigArgs) -> reload::Source {
+    match (&args.config, &args.configd) {
+        (Some(p), _) => reload::Source::File(p.clone()),
+        (None, Some(s)) => reload::Source::Configd(s.clone()),
+        (None, None) => reload::Source::Demo,
+    }
+}
+
+/// The first config of a role, from its source.
+fn load_config(args: &ConfigArgs, role: &str) -> Result<(reload::Source, reload::Start)> {
+    let src = source(args);
+    match reload::first(&src, role) {
+        Ok(start) => Ok((src, start)),
+        Err(reload::FirstError::Config(e @ ConfigError::Invalid { .. })) => {
+            eprintln!(
+                "popnet: the config is not valid:\n{e}\nfix these and start again (`popctl config check FILE` checks a file)."
+            );
+            Err(Reported(2).into())
         }
-        Reported(2).into()
-    })
+        Err(reload::FirstError::Config(e)) => {
+            eprintln!("popnet: {e}");
+            Err(Reported(2).into())
+        }
+        Err(reload::FirstError::Configd(e)) => {
+            eprintln!("popnet: {e}");
+            Err(Reported(2).into())
+        }
+    }
 }
 
 fn dns_options(a: &DnsArgs) -> DnsOptions {
@@ -308,12 +331,16 @@ fn start_cache(cfg: &Config, opts: &CacheOptions) -> Result<Cache> {
 }
 
 fn start_logd(a: &LogdArgs) -> Result<Logd> {
-    let cfg = load_config(&ConfigArgs {
-        config: a.config.clone(),
-        pop: None,
-    })?;
+    let (_, start) = load_config(
+        &ConfigArgs {
+            config: a.config.clone(),
+            configd: None,
+            pop: None,
+        },
+        "logd",
+    )?;
     let l = Logd::start(
-        &cfg,
+        &start.cfg,
         &LogdOptions {
             name: a.name.clone(),
             listen: a.listen,
@@ -366,16 +393,18 @@ fn wait_for_signal() -> Result<i32> {
 fn run(cli: Cli) -> Result<()> {
     match cli.role {
         Role::Dns(a) => {
-            let cfg = load_config(&a.cfg)?;
-            let dns = start_dns(&cfg, &dns_options(&a))?;
-            let sig = wait_for_signal()?;
-            tracing::info!(signal = sig, "stopping");
-            dns.stop();
+            let (src, start) = load_config(&a.cfg, "dns")?;
+            let dns = start_dns(&start.cfg, &dns_options(&a))?;
+            let roles = reload::Roles {
+                dns: Some(dns),
+                ..reload::Roles::default()
+            };
+            reload::run(roles, src, start, "dns")?;
         }
         Role::Cache(a) => {
-            let cfg = load_config(&a.cfg)?;
+            let (src, start) = load_config(&a.cfg, "cache")?;
             let cache = start_cache(
-                &cfg,
+                &start.cfg,
                 &CacheOptions {
                     pop: a.cfg.pop.clone(),
                     listen: (!a.listen.is_empty()).then(|| a.listen.clone()),
@@ -384,14 +413,16 @@ fn run(cli: Cli) -> Result<()> {
                     ..CacheOptions::default()
                 },
             )?;
-            let sig = wait_for_signal()?;
-            tracing::info!(signal = sig, "stopping");
-            cache.stop();
+            let roles = reload::Roles {
+                cache: Some(cache),
+                ..reload::Roles::default()
+            };
+            reload::run(roles, src, start, "cache")?;
         }
         Role::Probe(a) => {
-            let cfg = load_config(&a.cfg)?;
+            let (src, start) = load_config(&a.cfg, "probe")?;
             let probe = start_probe(
-                &cfg,
+                &start.cfg,
                 &ProbeOptions {
                     pop: a.cfg.pop.clone(),
                     listen: a.listen,
@@ -400,9 +431,11 @@ fn run(cli: Cli) -> Result<()> {
                     ..ProbeOptions::default()
                 },
             )?;
-            let sig = wait_for_signal()?;
-            tracing::info!(signal = sig, "stopping");
-            probe.stop();
+            let roles = reload::Roles {
+                probe: Some(probe),
+                ..reload::Roles::default()
+            };
+            reload::run(roles, src, start, "probe")?;
         }
         Role::Logd(a) => {
             let l = start_logd(&a)?;
@@ -419,7 +452,7 @@ fn run(cli: Cli) -> Result<()> {
                 socket: a.socket,
                 hup: a.hup,
             })
-            .context("cannot start configd")?;
+            .map_err(|e| anyhow::anyhow!("cannot start configd: {e}"))?;
             let st = d.status();
             tracing::info!(box_name = %st.name, version = st.running.version, listen = %d.listen, socket = %d.socket.display(), "configd: running");
             let sig = wait_for_signal()?;
@@ -435,15 +468,16 @@ fn run(cli: Cli) -> Result<()> {
             drop(prog);
         }
         Role::Up(a) => {
-            let demo = a.cfg.config.is_none();
-            let cfg = load_config(&a.cfg)?;
+            let demo = a.cfg.config.is_none() && a.cfg.configd.is_none();
+            let (src, start) = load_config(&a.cfg, "up")?;
+            let cfg = &start.cfg;
             let origins = if demo {
                 Some(start_demo_origin()?)
             } else {
                 None
             };
             let dns = start_dns(
-                &cfg,
+                cfg,
                 &DnsOptions {
                     pop: a.cfg.pop.clone(),
                     ..DnsOptions::default()
@@ -454,7 +488,7 @@ fn run(cli: Cli) -> Result<()> {
                 .map_err(|e| anyhow::anyhow!(e))?;
             let cache = match &pop.cache {
                 Some(_) => Some(start_cache(
-                    &cfg,
+                    cfg,
                     &CacheOptions {
                         pop: Some(pop.name.clone()),
                         ..CacheOptions::default()
@@ -464,7 +498,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let probe = match &pop.probe {
                 Some(_) => Some(start_probe(
-                    &cfg,
+                    cfg,
                     &ProbeOptions {
                         pop: Some(pop.name.clone()),
                         ..ProbeOptions::default()
@@ -496,15 +530,12 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 eprintln!("Ctrl-C stops it.");
             }
-            let sig = wait_for_signal()?;
-            tracing::info!(signal = sig, "stopping");
-            if let Some(p) = probe {
-                p.stop();
-            }
-            if let Some(c) = cache {
-                c.stop();
-            }
-            dns.stop();
+            let roles = reload::Roles {
+                dns: Some(dns),
+                cache,
+                probe,
+            };
+            reload::run(roles, src, start, "up")?;
             if let Some((o4, o6)) = origins {
                 o4.stop();
                 if let Some(o) = o6 {

@@ -92,6 +92,15 @@ struct Shared {
     reports_sent: AtomicU64,
     report_errors: AtomicU64,
     state: Mutex<State>,
+    /// A reloaded config for the service thread to take.
+    next: Mutex<Option<Swap>>,
+}
+
+/// What a reload hands the service thread.
+struct Swap {
+    plan: Plan,
+    /// The new responder's counters, when it was restarted.
+    latency: Option<Option<ResponderStatsHandle>>,
 }
 
 struct State {
@@ -114,94 +123,145 @@ pub struct ProbeDaemon {
     pub destinations: Vec<SocketAddr>,
     pub targets: Vec<String>,
     shared: Arc<Shared>,
-    responder: Option<Responder>,
+    responder: Mutex<Option<Responder>>,
     service: Option<JoinHandle<()>>,
+    opts: ProbeOptions,
+    /// The responder's key, address and timeout.
+    running: Mutex<(Vec<u8>, Option<SocketAddr>, Duration)>,
+}
+
+/// What one config asks of the probe of one POP.
+struct Plan {
+    pop: String,
+    key: Vec<u8>,
+    engine: Engine,
+    /// Targets `0..reported` are reported; the one after is the cache admin.
+    reported: usize,
+    agent: Option<LoadAgent>,
+    ids: Vec<(String, &'static str)>,
+    destinations: Vec<SocketAddr>,
+    /// The latency responder's settings: address, timeout.
+    listen: Option<SocketAddr>,
+    timeout: Duration,
+}
+
+fn plan(cfg: &Config, opts: &ProbeOptions) -> Result<Plan, ProbeError> {
+    let pop = cfg
+        .local_pop(opts.pop.as_deref(), |p| p.probe.is_some())
+        .map_err(ProbeError::Pop)?;
+    let key = cfg.probes.report_key.as_bytes().to_vec();
+    let mut targets = service_targets(cfg)?;
+    // What a report cannot carry is refused now, not at every send.
+    let probe_entry = |server: &str| Report {
+        sender: pop.name.clone(),
+        seq: 0,
+        sent_at_ms: 0,
+        entries: vec![Entry {
+            server: server.to_string(),
+            ..Entry::default()
+        }],
+    };
+    if let Err(e) = probe_entry(&pop.name).encode(&key) {
+        return Err(ProbeError::Pop(format!(
+            "POP name {:?} cannot be a report sender: {e}",
+            pop.name
+        )));
+    }
+    targets.retain(|t| match probe_entry(&t.id).encode(&key) {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(target_id = %t.id, error = %e, "probe: not probed: its id cannot be reported");
+            false
+        }
+    });
+    let reported = targets.len();
+    let mut agent = None;
+    if let Some(cache) = &pop.cache {
+        let mut check = HttpCheck::get("/stats");
+        check.keep_body = true;
+        if let Some(t) = &cache.admin_token {
+            check
+                .headers
+                .push(format!("Authorization: Bearer {}", t.to_hex()));
+        }
+        targets.push(EngineTarget {
+            id: format!("{} cache admin", pop.name),
+            addrs: vec![reachable(cache.admin)],
+            spec: CheckSpec::Http(check),
+        });
+        let from = pop
+            .probe
+            .as_ref()
+            .map_or_else(|| LoadSource::ALL.to_vec(), |p| p.load_from.clone());
+        agent = Some(LoadAgent::new(
+            std::path::Path::new("/"),
+            cache.max_connections,
+            &from,
+        ));
+    }
+    let destinations = destinations(cfg);
+    if destinations.is_empty() {
+        tracing::warn!("probe: no POP has [pops.dns]: reports go nowhere");
+    }
+    let engine = Engine::new(
+        targets,
+        EngineConfig {
+            interval: cfg.probes.interval,
+            timeout: cfg.probes.timeout,
+            max_concurrent: opts.max_concurrent,
+        },
+        Instant::now(),
+    )?;
+    let ids: Vec<(String, &'static str)> = engine
+        .targets()
+        .take(reported)
+        .map(|t| (t.id.clone(), t.spec.kind()))
+        .collect();
+    Ok(Plan {
+        pop: pop.name.clone(),
+        key,
+        engine,
+        reported,
+        agent,
+        ids,
+        destinations,
+        listen: opts.listen.or(pop.probe.as_ref().map(|p| p.listen)),
+        timeout: cfg.probes.timeout,
+    })
+}
+
+fn start_responder(plan: &Plan, opts: &ProbeOptions) -> Result<Option<Responder>, ProbeError> {
+    match plan.listen {
+        Some(addr) => {
+            let mut o = ResponderOptions::new(&plan.pop, &plan.key, addr, plan.timeout);
+            o.icmp = opts.icmp;
+            o.max_concurrent = opts.max_measurements.max(1);
+            Ok(Some(
+                Responder::start(o).map_err(|source| ProbeError::Bind { addr, source })?,
+            ))
+        }
+        None => Ok(None),
+    }
+}
+
+/// A checked config for a running probe (see [`ProbeDaemon::prepare_reload`]).
+pub struct ProbeReload {
+    plan: Plan,
+}
+
+impl ProbeReload {
+    /// The ids of the targets the new config probes.
+    pub fn targets(&self) -> Vec<String> {
+        self.plan.ids.iter().map(|(id, _)| id.clone()).collect()
+    }
 }
 
 impl ProbeDaemon {
     /// Starts the probe of the POP `opts.pop` (or the only one with `[pops.probe]`).
     pub fn start(cfg: &Config, opts: &ProbeOptions) -> Result<ProbeDaemon, ProbeError> {
-        let pop = cfg
-            .local_pop(opts.pop.as_deref(), |p| p.probe.is_some())
-            .map_err(ProbeError::Pop)?;
-        let key = cfg.probes.report_key.as_bytes().to_vec();
-        let mut targets = service_targets(cfg)?;
-        // What a report cannot carry is refused now, not at every send.
-        let probe_entry = |server: &str| Report {
-            sender: pop.name.clone(),
-            seq: 0,
-            sent_at_ms: 0,
-            entries: vec![Entry {
-                server: server.to_string(),
-                ..Entry::default()
-            }],
-        };
-        if let Err(e) = probe_entry(&pop.name).encode(&key) {
-            return Err(ProbeError::Pop(format!(
-                "POP name {:?} cannot be a report sender: {e}",
-                pop.name
-            )));
-        }
-        targets.retain(|t| match probe_entry(&t.id).encode(&key) {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::warn!(target_id = %t.id, error = %e, "probe: not probed: its id cannot be reported");
-                false
-            }
-        });
-        let reported = targets.len();
-        let mut agent = None;
-        if let Some(cache) = &pop.cache {
-            let mut check = HttpCheck::get("/stats");
-            check.keep_body = true;
-            if let Some(t) = &cache.admin_token {
-                check
-                    .headers
-                    .push(format!("Authorization: Bearer {}", t.to_hex()));
-            }
-            targets.push(EngineTarget {
-                id: format!("{} cache admin", pop.name),
-                addrs: vec![reachable(cache.admin)],
-                spec: CheckSpec::Http(check),
-            });
-            let from = pop
-                .probe
-                .as_ref()
-                .map_or_else(|| LoadSource::ALL.to_vec(), |p| p.load_from.clone());
-            agent = Some(LoadAgent::new(
-                std::path::Path::new("/"),
-                cache.max_connections,
-                &from,
-            ));
-        }
-        let destinations = destinations(cfg);
-        if destinations.is_empty() {
-            tracing::warn!("probe: no POP has [pops.dns]: reports go nowhere");
-        }
-        let listen = opts.listen.or(pop.probe.as_ref().map(|p| p.listen));
-        let responder = match listen {
-            Some(addr) => {
-                let mut o = ResponderOptions::new(&pop.name, &key, addr, cfg.probes.timeout);
-                o.icmp = opts.icmp;
-                o.max_concurrent = opts.max_measurements.max(1);
-                Some(Responder::start(o).map_err(|source| ProbeError::Bind { addr, source })?)
-            }
-            None => None,
-        };
-        let engine = Engine::new(
-            targets,
-            EngineConfig {
-                interval: cfg.probes.interval,
-                timeout: cfg.probes.timeout,
-                max_concurrent: opts.max_concurrent,
-            },
-            Instant::now(),
-        )?;
-        let ids: Vec<(String, &'static str)> = engine
-            .targets()
-            .take(reported)
-            .map(|t| (t.id.clone(), t.spec.kind()))
-            .collect();
+        let plan = plan(cfg, opts)?;
+        let responder = start_responder(&plan, opts)?;
+        let ids = plan.ids.clone();
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             reports_sent: AtomicU64::new(0),
@@ -212,14 +272,15 @@ impl ProbeDaemon {
                 engine: EngineStats::default(),
                 load: None,
             }),
+            next: Mutex::new(None),
         });
         let mut svc = Service {
-            engine,
-            reported,
-            agent,
-            pop: pop.name.clone(),
-            key,
-            sender: Sender::new(&destinations),
+            engine: plan.engine,
+            reported: plan.reported,
+            agent: plan.agent,
+            pop: plan.pop.clone(),
+            key: plan.key.clone(),
+            sender: Sender::new(&plan.destinations),
             seq: 0,
             last_sent_at: 0,
             entries: Vec::new(),
@@ -231,14 +292,66 @@ impl ProbeDaemon {
             .name("probe-service".into())
             .spawn(move || svc.run())?;
         Ok(ProbeDaemon {
-            pop: pop.name.clone(),
+            pop: plan.pop.clone(),
             latency: responder.as_ref().map(Responder::local_addr),
-            destinations,
+            destinations: plan.destinations.clone(),
             targets: ids.into_iter().map(|(id, _)| id).collect(),
             shared,
-            responder,
+            responder: Mutex::new(responder),
             service: Some(service),
+            opts: opts.clone(),
+            running: Mutex::new((plan.key, plan.listen, plan.timeout)),
         })
+    }
+
+    /// Checks a new config for this probe's POP and builds its targets, without
+    /// touching the running probe (an error leaves it as it was).
+    pub fn prepare_reload(&self, cfg: &Config) -> Result<ProbeReload, ProbeError> {
+        let opts = ProbeOptions {
+            pop: Some(self.pop.clone()),
+            ..self.opts.clone()
+        };
+        let plan = plan(cfg, &opts)?;
+        Ok(ProbeReload { plan })
+    }
+
+    /// Switches to a prepared config: the service thread takes the new targets (health
+    /// kept for targets that stay) and report destinations at its next turn; the latency
+    /// responder is restarted if its key, address or timeout changed. An error means the
+    /// targets switched but the responder could not start again (it is down).
+    pub fn apply_reload(&self, r: ProbeReload) -> Result<(), ProbeError> {
+        let plan = r.plan;
+        let mut running = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut responder = self
+            .responder
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut latency = None;
+        let mut result = Ok(());
+        if *running != (plan.key.clone(), plan.listen, plan.timeout) {
+            if let Some(old) = responder.take() {
+                old.stop();
+            }
+            match start_responder(&plan, &self.opts) {
+                Ok(r) => {
+                    *responder = r;
+                    *running = (plan.key.clone(), plan.listen, plan.timeout);
+                }
+                // The targets still switch; the next reload tries the responder again
+                // (`running` keeps the old settings, so they differ).
+                Err(e) => result = Err(e),
+            }
+            latency = Some(responder.as_ref().map(Responder::stats_handle));
+        }
+        *self
+            .shared
+            .next
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Swap { plan, latency });
+        result
     }
 
     pub fn stats(&self) -> ProbeStats {
@@ -255,7 +368,12 @@ impl ProbeDaemon {
             reports_sent: self.shared.reports_sent.load(Ordering::Relaxed),
             report_errors: self.shared.report_errors.load(Ordering::Relaxed),
             load: st.load,
-            latency: self.responder.as_ref().map(Responder::stats),
+            latency: self
+                .responder
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+                .map(Responder::stats),
         }
     }
 
@@ -269,7 +387,12 @@ impl ProbeDaemon {
         if let Some(t) = self.service.take() {
             let _ = t.join();
         }
-        if let Some(r) = self.responder.take() {
+        let r = self
+            .responder
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(r) = r {
             r.stop();
         }
     }
@@ -400,7 +523,48 @@ impl Service {
                 self.last_summary = Instant::now();
                 self.summary();
             }
+            let swap = self
+                .shared
+                .next
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some(swap) = swap {
+                // What the old targets found and not yet sent goes out first.
+                self.flush();
+                self.swap(swap);
+            }
         }
+    }
+
+    /// Takes a reloaded config: the new engine, keeping the health of targets that stay.
+    fn swap(&mut self, swap: Swap) {
+        let plan = swap.plan;
+        let mut guard = lock(&self.shared.state);
+        let st = &mut *guard;
+        let mut old: std::collections::HashMap<String, TargetHealth> = st
+            .ids
+            .drain(..)
+            .map(|(id, _)| id)
+            .zip(st.health.drain(..))
+            .collect();
+        st.health = plan
+            .ids
+            .iter()
+            .map(|(id, _)| old.remove(id).unwrap_or_default())
+            .collect();
+        st.ids = plan.ids;
+        drop(guard);
+        self.engine = plan.engine;
+        self.reported = plan.reported;
+        // A new agent: the new config may read load from other sources (load_from).
+        self.agent = plan.agent;
+        self.key = plan.key;
+        self.sender = Sender::new(&plan.destinations);
+        if let Some(l) = swap.latency {
+            self.latency = l;
+        }
+        tracing::info!(targets = self.reported, "probe: reloaded");
     }
 
     /// Turns finished rounds into entries; true if some target went down or came up.

@@ -19,7 +19,7 @@ mod slab;
 pub mod targets;
 mod wire;
 
-pub use daemon::{ProbeDaemon, ProbeError, ProbeOptions, ProbeStats};
+pub use daemon::{ProbeDaemon, ProbeError, ProbeOptions, ProbeReload, ProbeStats};
 pub use latency::{LatencyError, LatencyRequest, LatencyResponse, LatencyResult};
 pub use report::{Entry, Health, Report, ReportError};
 

@@ -55,6 +55,8 @@ pub struct FastPath {
     payload: u16,
     /// The exact resolver entries written into the view tries.
     resolvers: StdHashMap<IpAddr, ViewId>,
+    /// The view prefixes written into the view tries.
+    prefixes: Vec<(IpNet, ViewId)>,
 }
 
 impl FastPath {
@@ -117,37 +119,6 @@ impl FastPath {
             _ => XdpError::Unsupported(format!("{e:#}")),
         })?;
 
-        // Views and listen addresses.
-        {
-            let mut v4: LpmTrie<_, [u8; 4], u16> =
-                LpmTrie::try_from(ebpf.map_mut("VIEWS4").ok_or(missing("VIEWS4"))?)
-                    .map_err(map_err("VIEWS4"))?;
-            for (net, view) in views.entries() {
-                if let IpNet::V4(n) = net {
-                    v4.insert(
-                        &Key::new(u32::from(n.prefix_len()), n.network().octets()),
-                        view,
-                        0,
-                    )
-                    .map_err(map_err("VIEWS4"))?;
-                }
-            }
-        }
-        {
-            let mut v6: LpmTrie<_, [u8; 16], u16> =
-                LpmTrie::try_from(ebpf.map_mut("VIEWS6").ok_or(missing("VIEWS6"))?)
-                    .map_err(map_err("VIEWS6"))?;
-            for (net, view) in views.entries() {
-                if let IpNet::V6(n) = net {
-                    v6.insert(
-                        &Key::new(u32::from(n.prefix_len()), n.network().octets()),
-                        view,
-                        0,
-                    )
-                    .map_err(map_err("VIEWS6"))?;
-                }
-            }
-        }
         // The two answer maps, A active from the start.
         let maps = [
             AnswerMap::create(MAX_ANSWERS, NO_PREALLOC).map_err(map_err("ANSWERS inner"))?,
@@ -161,10 +132,82 @@ impl FastPath {
             attached: Vec::new(),
             payload,
             resolvers: StdHashMap::new(),
+            prefixes: Vec::new(),
         };
+        fp.write_prefixes(views)?;
         fp.point_at(0)?;
         fp.publish(table)?;
         Ok(fp)
+    }
+
+    /// Empties the answer maps and the resolver entries: every query goes to userspace.
+    pub fn clear(&mut self) -> Result<(), XdpError> {
+        self.publish_entries(StdHashMap::new())?;
+        self.publish_resolver_views(&StdHashMap::new())?;
+        Ok(())
+    }
+
+    /// Makes the view tries hold exactly the prefixes of `views`.
+    fn write_prefixes(&mut self, views: &Views) -> Result<(), XdpError> {
+        let next: Vec<(IpNet, ViewId)> = views.entries().collect();
+        {
+            let mut v4: LpmTrie<_, [u8; 4], u16> =
+                LpmTrie::try_from(self.ebpf.map_mut("VIEWS4").ok_or(missing("VIEWS4"))?)
+                    .map_err(map_err("VIEWS4"))?;
+            for (net, _) in &self.prefixes {
+                if let IpNet::V4(n) = net
+                    && !next.iter().any(|(m, _)| m == net)
+                {
+                    let _ = v4.remove(&Key::new(u32::from(n.prefix_len()), n.network().octets()));
+                }
+            }
+            for (net, view) in &next {
+                if let IpNet::V4(n) = net {
+                    v4.insert(
+                        &Key::new(u32::from(n.prefix_len()), n.network().octets()),
+                        view,
+                        0,
+                    )
+                    .map_err(map_err("VIEWS4"))?;
+                }
+            }
+        }
+        {
+            let mut v6: LpmTrie<_, [u8; 16], u16> =
+                LpmTrie::try_from(self.ebpf.map_mut("VIEWS6").ok_or(missing("VIEWS6"))?)
+                    .map_err(map_err("VIEWS6"))?;
+            for (net, _) in &self.prefixes {
+                if let IpNet::V6(n) = net
+                    && !next.iter().any(|(m, _)| m == net)
+                {
+                    let _ = v6.remove(&Key::new(u32::from(n.prefix_len()), n.network().octets()));
+                }
+            }
+            for (net, view) in &next {
+                if let IpNet::V6(n) = net {
+                    v6.insert(
+                        &Key::new(u32::from(n.prefix_len()), n.network().octets()),
+                        view,
+                        0,
+                    )
+                    .map_err(map_err("VIEWS6"))?;
+                }
+            }
+        }
+        self.prefixes = next;
+        Ok(())
+    }
+
+    /// Moves the program to new views (a config reload that changed them): first the
+    /// answer maps are emptied (every query goes to userspace, which answers from the new
+    /// table already), then the view tries are rewritten, then the answers of `table`
+    /// (built on the new views) are written. No program run can pair a prefix of one
+    /// generation of views with an answer of the other.
+    pub fn replace_views(&mut self, views: &Views, table: &AnswerTable) -> Result<usize, XdpError> {
+        self.clear()?;
+        self.write_prefixes(views)?;
+        let n = self.publish(table)?;
+        Ok(n + self.publish_resolver_views(&table.resolver_views)?)
     }
 
     /// Points slot 0 of `ANSWERS` at map `i`; returns after an RCU grace period.
@@ -200,6 +243,13 @@ impl FastPath {
                 "answers too large for the XDP map are answered by userspace"
             );
         }
+        self.publish_entries(next)
+    }
+
+    fn publish_entries(
+        &mut self,
+        next: StdHashMap<AnswerKey, AnswerValue>,
+    ) -> Result<usize, XdpError> {
         let diff = Diff::between(&self.shadow, &next);
         if diff.is_empty() {
             return Ok(0);

@@ -200,6 +200,16 @@ impl FastPath {
     pub fn drain_seen(&mut self) -> Result<Vec<IpAddr>, XdpError> {
         match self.0 {}
     }
+    pub fn replace_views(
+        &mut self,
+        _views: &Views,
+        _table: &AnswerTable,
+    ) -> Result<usize, XdpError> {
+        match self.0 {}
+    }
+    pub fn clear(&mut self) -> Result<(), XdpError> {
+        match self.0 {}
+    }
 }
 
 /// The result of one BPF_PROG_TEST_RUN.
@@ -274,6 +284,12 @@ pub struct Runtime {
     stop: AtomicBool,
     /// Our EDNS payload size (the map values' OPT template).
     payload: u16,
+    /// After a config reload: the catalog whose tables may be written (a table of an
+    /// older catalog could carry view ids of older views). Read and set under `fast`.
+    pinned: Mutex<Option<Arc<crate::catalog::Catalog>>>,
+    /// Set when rewriting the views failed: the maps were emptied and nothing more is
+    /// written (userspace answers everything) until the server restarts.
+    halted: AtomicBool,
 }
 
 impl Runtime {
@@ -286,6 +302,8 @@ impl Runtime {
             stats: Mutex::new(WriterStats::default()),
             stop: AtomicBool::new(false),
             payload,
+            pinned: Mutex::new(None),
+            halted: AtomicBool::new(false),
         });
         let r = rt.clone();
         let t = std::thread::Builder::new()
@@ -322,6 +340,13 @@ impl Runtime {
             let t0 = Instant::now();
             let result = {
                 let mut fast = lock(&self.fast);
+                if self.halted.load(Ordering::Relaxed)
+                    || lock(&self.pinned)
+                        .as_ref()
+                        .is_some_and(|c| !Arc::ptr_eq(c, &table.catalog))
+                {
+                    continue;
+                }
                 fast.publish(&table).and_then(|n| {
                     fast.publish_resolver_views(&table.resolver_views)
                         .map(|m| n + m)
@@ -344,6 +369,44 @@ impl Runtime {
                 }
             }
         }
+    }
+
+    /// Takes the first table of a reloaded config. With `views_changed`, the view
+    /// tries are rewritten (see [`FastPath::replace_views`]) before this returns;
+    /// otherwise the table is written like any other. Tables of the old catalog that
+    /// are still on their way are not written.
+    pub fn reload(&self, table: Arc<AnswerTable>, views_changed: bool) -> Result<(), XdpError> {
+        let mut fast = lock(&self.fast);
+        *lock(&self.pinned) = Some(table.catalog.clone());
+        if !views_changed {
+            drop(fast);
+            self.offer(table);
+            return Ok(());
+        }
+        *lock(&self.latest) = None;
+        let t0 = Instant::now();
+        let result = fast.replace_views(&table.catalog.views, &table);
+        let mut s = lock(&self.stats);
+        match &result {
+            Ok(_) => {
+                let (entries, skipped) = entries::entries_of(&table, self.payload);
+                s.generation = table.generation;
+                s.entries = entries.len();
+                s.skipped = skipped;
+                s.publishes += 1;
+                s.last_publish_us = t0.elapsed().as_micros() as u64;
+                s.last_error = None;
+            }
+            Err(e) => {
+                self.halted.store(true, Ordering::Relaxed);
+                // Without answers every query goes to userspace, which is right.
+                let _ = fast.clear();
+                s.last_error = Some(format!(
+                    "rewriting the views failed ({e}); XDP passes every query to userspace until a restart"
+                ));
+            }
+        }
+        result.map(|_| ())
     }
 
     pub fn counters(&self) -> Result<XdpCounters, XdpError> {
