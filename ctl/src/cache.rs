@@ -23,6 +23,16 @@ pub enum CacheCmd {
         /// A customer name from the config.
         #[arg(long, value_name = "NAME")]
         customer: Option<String>,
+        /// Purge the cache of every POP, through the config daemons' tree of the
+        /// network's config (--config); needs --key. Prints one line per box and POP.
+        #[arg(long, requires = "key")]
+        all_pops: bool,
+        /// With --all-pops: an admin key of the network's config, signing the command.
+        #[arg(long, value_name = "KEYFILE")]
+        key: Option<std::path::PathBuf>,
+        /// With --all-pops: how long the tree may take (default: configd.timeout).
+        #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
+        timeout: Option<std::time::Duration>,
     },
     /// Requests (hits, misses, stale...), connections, origin fetches, and per tier (RAM,
     /// disk): objects, bytes, hit ratio, evictions, checksum failures, I/O errors.
@@ -117,6 +127,69 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// The body of `POST /purge` and a phrase saying what it purges.
+fn purge_body(
+    url: &Option<String>,
+    prefix: &Option<String>,
+    customer: &Option<String>,
+) -> Result<(Value, String)> {
+    Ok(match (url, prefix, customer) {
+        (Some(u), _, _) => (json!({ "url": u }), format!("URL {u}")),
+        (_, Some(p), _) => (json!({ "prefix": p }), format!("every URL under {p}")),
+        (_, _, Some(c)) => (
+            json!({ "customer": c }),
+            format!("everything of customer {c}"),
+        ),
+        _ => return Err(anyhow!("say what to purge: --url, --prefix or --customer")),
+    })
+}
+
+/// `popctl cache purge --all-pops`: a signed purge command down the config daemons'
+/// tree; every box purges its POP's cache. Fails if any box did not.
+fn purge_all_pops(
+    cfg: &Config,
+    key: &configd::AdminKey,
+    body: Value,
+    what: &str,
+    timeout: Option<std::time::Duration>,
+    json: bool,
+) -> Result<()> {
+    let boxes = configd::push::purge(cfg, key, body, timeout).map_err(|e| anyhow!("{e}"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&boxes)?);
+    } else {
+        println!(
+            "purge of {what} through the tree of {:?}:",
+            cfg.network.name
+        );
+        let rows: Vec<Vec<String>> = boxes
+            .iter()
+            .map(|b| {
+                vec![
+                    b.name.clone(),
+                    b.pop.clone().unwrap_or_else(|| "-".into()),
+                    format!("{:?}", b.outcome).to_lowercase(),
+                    b.purged.map_or_else(|| "-".into(), |n| n.to_string()),
+                    b.message.clone(),
+                ]
+            })
+            .collect();
+        table(&["BOX", "POP", "RESULT", "PURGED", "DETAIL"], &rows);
+    }
+    let failed: Vec<&str> = boxes
+        .iter()
+        .filter(|b| b.outcome != configd::wire::Outcome::Ok)
+        .map(|b| b.name.as_str())
+        .collect();
+    if !failed.is_empty() {
+        return Err(anyhow!(
+            "not purged on {} (see above); run the purge again when they are reachable",
+            failed.join(", ")
+        ));
+    }
+    Ok(())
+}
+
 /// Runs one `popctl cache` command against the cache of `pop` (or the config's only
 /// cache), at `admin` if given, else at the config's `[pops.cache] admin`.
 pub fn run(
@@ -126,6 +199,28 @@ pub fn run(
     admin: Option<SocketAddr>,
     json: bool,
 ) -> Result<()> {
+    if let CacheCmd::Purge {
+        url,
+        prefix,
+        customer,
+        all_pops: true,
+        key,
+        timeout,
+    } = cmd
+    {
+        let (body, what) = purge_body(url, prefix, customer)?;
+        let key = key.as_ref().ok_or_else(|| {
+            anyhow!("--all-pops needs --key KEYFILE (an admin key of the network's config)")
+        })?;
+        return purge_all_pops(
+            cfg,
+            &crate::config::load_key(key)?,
+            body,
+            &what,
+            *timeout,
+            json,
+        );
+    }
     let (addr, token) = cache_admin(cfg, pop, admin)?;
     let token = token.as_deref();
     match cmd {
@@ -133,16 +228,9 @@ pub fn run(
             url,
             prefix,
             customer,
+            ..
         } => {
-            let (body, what) = match (url, prefix, customer) {
-                (Some(u), _, _) => (json!({ "url": u }), format!("URL {u}")),
-                (_, Some(p), _) => (json!({ "prefix": p }), format!("every URL under {p}")),
-                (_, _, Some(c)) => (
-                    json!({ "customer": c }),
-                    format!("everything of customer {c}"),
-                ),
-                _ => return Err(anyhow!("say what to purge: --url, --prefix or --customer")),
-            };
+            let (body, what) = purge_body(url, prefix, customer)?;
             let reply = http::post_json(addr, "/purge", token, body.to_string().as_bytes())?;
             let v = parse(&reply, "/purge")?;
             if json {

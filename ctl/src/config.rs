@@ -73,7 +73,7 @@ pub enum ConfigCmd {
     },
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     popnet_config::duration::parse(s)
 }
 
@@ -81,7 +81,7 @@ fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
-fn load_key(path: &Path) -> Result<AdminKey> {
+pub(crate) fn load_key(path: &Path) -> Result<AdminKey> {
     AdminKey::load(path).map_err(|e| anyhow!("{e}"))
 }
 
