@@ -541,3 +541,77 @@ fn without_the_privilege_it_answers_from_userspace_and_says_so_once() {
     assert!(err.contains("answering from userspace only"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_reload_republishes_the_xdp_map() {
+    if !privileged("a_reload_republishes_the_xdp_map") {
+        return;
+    }
+    let lab = Lab::new();
+    let dir = tempdir();
+    let cfg = dir.join("popnet.toml");
+    std::fs::write(&cfg, config()).unwrap();
+    let _peer = Guard(
+        lab.cmd(&lab.client, bin("popnet").to_str().unwrap())
+            .args(["xdp-pass", &lab.client_if])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("peer pass program"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lab.has_xdp(&lab.client, &lab.client_if) {
+        assert!(
+            Instant::now() < deadline,
+            "the peer pass program did not attach"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let server = start_server(&lab, &cfg);
+    assert!(lab.has_xdp(&lab.server, &lab.server_if));
+    let ask = |name: &str| dig(&lab, "192.0.2.1", "198.51.100.7", name, "A");
+    assert_eq!(ask("mail.shop.example"), ["203.0.113.25"]);
+    assert!(
+        ask("new.shop.example").is_empty(),
+        "not in the first config"
+    );
+
+    // The new config changes one answer and adds a name; SIGHUP reloads it.
+    let next = config().replace("value = \"203.0.113.25\"", "value = \"203.0.113.26\"")
+        + "\n[[customers.records]]\nname = \"new.shop.example\"\ntype = \"A\"\nvalue = \"203.0.113.27\"\n";
+    std::fs::write(&cfg, next).unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ask("new.shop.example") != ["203.0.113.27"] {
+        assert!(
+            Instant::now() < deadline,
+            "the reload did not publish new.shop.example"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Both come from the driver now, with the new values: the map was rewritten.
+    for (name, want) in [
+        ("new.shop.example", "203.0.113.27"),
+        ("mail.shop.example", "203.0.113.26"),
+    ] {
+        let before = stats(&lab).unwrap();
+        assert_eq!(ask(name), [want], "{name}");
+        let after = stats(&lab).unwrap();
+        assert_eq!(
+            xdp_answered(&after),
+            xdp_answered(&before) + 1,
+            "{name}: not answered by XDP: {}",
+            after["xdp"]
+        );
+        assert_eq!(
+            userspace_received(&after),
+            userspace_received(&before),
+            "{name}"
+        );
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
