@@ -42,8 +42,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+# N distinct free ports: all held open together while they are picked, so none repeats.
+free_ports() {
+    python3 -c 'import socket, sys
+ss = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"
 }
 
 "$POPCTL" config keygen --out "$WORK/admin.pem" --name bench >"$WORK/admin.toml" 2>/dev/null
@@ -54,8 +58,7 @@ echo "| --- | --- | --- | --- | --- | --- | --- |"
 for N in "${NS[@]}"; do
     DIR=$WORK/n$N
     mkdir -p "$DIR"
-    PORTS=()
-    for ((i = 0; i < N; i++)); do PORTS+=("$(free_port)"); done
+    read -r -a PORTS <<<"$(free_ports "$N")"
     TREE=$DIR/tree.toml
     {
         printf '\n[configd]\nmasters = ["b0"]\ntimeout = "10s"\n'
@@ -95,7 +98,11 @@ for N in "${NS[@]}"; do
     EXIT=()
     for ((v = 2; v <= PUSHES + 1; v++)); do
         t0=$(date +%s%3N)
-        "$POPCTL" --json config push --key "$DIR/../admin.pem" "$DIR/v$v.toml" >"$DIR/push$v.json"
+        if ! "$POPCTL" --json config push --key "$DIR/../admin.pem" "$DIR/v$v.toml" >"$DIR/push$v.json"; then
+            echo "push of version $v to $N boxes failed:" >&2
+            cat "$DIR/push$v.json" "$DIR/configd.log" >&2
+            exit 1
+        fi
         t1=$(date +%s%3N)
         last=$(jq -r '.last_switch_ms' "$DIR/push$v.json")
         switched=$(jq '[.decision[] | select(.outcome == "ok" and .status.running.version == '"$v"')] | length' "$DIR/push$v.json")
