@@ -76,6 +76,8 @@ pub struct AdminContext {
     pub control: Arc<Mutex<ControlState>>,
     pub reports: Arc<ReportCounters>,
     pub token: Option<Vec<u8>>,
+    /// The DNS log's sink (its counters go on `/metrics`).
+    pub log_sink: Option<Arc<dyn crate::dnslog::LineSink>>,
 }
 
 /// Starts the admin listener thread on an already bound listener.
@@ -338,6 +340,9 @@ pub fn metrics(ctx: &AdminContext) -> String {
         "Latency results received from probes.",
     )
     .sample(&l, v.results);
+    if let Some(sink) = &ctx.log_sink {
+        sink.metrics(&mut m);
+    }
     m.finish()
 }
 

@@ -52,6 +52,8 @@ pub struct Answer {
     pub body: Box<[u8]>,
     /// True if the answer depends on the client's view (a balanced name was consulted).
     pub view_dependent: bool,
+    /// The catalog's [`crate::tally::Tally`] counters of the servers in the answer.
+    pub tally: Box<[u32]>,
 }
 
 impl Answer {
@@ -66,6 +68,7 @@ impl Answer {
             arcount: 0,
             body: Box::new([]),
             view_dependent: false,
+            tally: Box::new([]),
         }
     }
 
@@ -83,6 +86,8 @@ pub struct Resolution {
     pub authority: Vec<Record>,
     pub additional: Vec<Record>,
     pub view_dependent: bool,
+    /// Tally counters of the balanced servers in the answer.
+    pub tally: Vec<u32>,
 }
 
 impl Resolution {
@@ -94,6 +99,7 @@ impl Resolution {
             authority: Vec::new(),
             additional: Vec::new(),
             view_dependent: false,
+            tally: Vec::new(),
         }
     }
 }
@@ -126,16 +132,19 @@ impl Resolver<'_> {
         if let (Some(d), Some(fam)) = (node.domain, Family::of(t)) {
             res.view_dependent = true;
             let dom = &self.catalog.domains[d];
+            let tally = &self.catalog.tally;
             let rdata: Vec<RData> = self
                 .selections
                 .get(d, view, fam)
                 .iter()
                 .filter_map(|&s| {
                     let srv = &self.catalog.servers[s];
-                    match fam {
+                    let rd = match fam {
                         Family::V4 => srv.v4.first().map(|a| RData::A(*a)),
                         Family::V6 => srv.v6.first().map(|a| RData::Aaaa(*a)),
-                    }
+                    }?;
+                    res.tally.extend(tally.index(d, view, fam, s));
+                    Some(rd)
                 })
                 .collect();
             return (!rdata.is_empty()).then_some(Cow::Owned(RRset {
@@ -276,6 +285,7 @@ pub fn encode(qname: &Name, qtype: RType, res: &Resolution) -> Answer {
             arcount: count(&res.additional),
             body: enc.as_slice()[start..].into(),
             view_dependent: res.view_dependent,
+            tally: res.tally.as_slice().into(),
         },
         Err(e) => {
             // Catalog data is validated, so this is a defect; answer SERVFAIL, not garbage.

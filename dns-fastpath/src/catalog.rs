@@ -178,6 +178,9 @@ pub struct Catalog {
     /// `probes.overload_response` in ms: a server without a load figure counts as loaded
     /// by its service response time ÷ this.
     pub overload_ms: f64,
+    /// Answers handed out per domain, view, family and server (shared by every answer
+    /// table built from this catalog).
+    pub tally: std::sync::Arc<crate::tally::Tally>,
 }
 
 /// A view of the resolvers nearest to one POP.
@@ -241,6 +244,7 @@ impl Catalog {
                 .collect(),
             near_views: Vec::new(),
             overload_ms: cfg.probes.overload_response.as_secs_f64() * 1000.0,
+            tally: std::sync::Arc::new(crate::tally::Tally::new(Vec::new(), 0)),
         };
         for pop in &cfg.pops {
             if let Some(p) = &pop.probe {
@@ -473,6 +477,16 @@ impl Catalog {
                 );
             }
         }
+        let candidates = cat
+            .domains
+            .iter()
+            .map(|d| {
+                let mut c = d.primary.clone();
+                c.extend(d.fallback.iter().filter(|s| !d.primary.contains(s)));
+                c
+            })
+            .collect();
+        cat.tally = std::sync::Arc::new(crate::tally::Tally::new(candidates, cat.view_count()));
         Ok(cat)
     }
 

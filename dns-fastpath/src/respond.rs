@@ -272,6 +272,12 @@ pub fn respond(
         o.ecs = Some((cs, scope));
     }
     let truncated = splice(out, &q, &answer, opt.as_ref(), limit);
+    if !truncated {
+        // The servers handed out (a truncated answer carries none; the retry over TCP counts).
+        for &i in answer.tally.iter() {
+            table.catalog.tally.add(i);
+        }
+    }
     answered(Rcode(answer.rcode()), truncated, precomputed)
 }
 

@@ -13,6 +13,7 @@ use popnet_config::Config;
 use crate::answer::AnswerTable;
 use crate::catalog::{Catalog, CatalogError};
 use crate::control::{self, ControlState};
+use crate::dnslog::{self, DnsLog, LogSink};
 use crate::metrics::MetricsTable;
 use crate::resolvers::Resolvers;
 use crate::stats::Counters;
@@ -112,6 +113,8 @@ pub enum StartError {
     Catalog(#[from] CatalogError),
     #[error("XDP fast path: {0}")]
     Xdp(XdpError),
+    #[error("cannot start a thread: {0}")]
+    Thread(#[source] io::Error),
 }
 
 impl From<XdpError> for StartError {
@@ -155,6 +158,8 @@ pub struct DnsOptions {
     pub xdp: Option<Vec<String>>,
     /// XDP mode instead of the config's `xdp_mode`.
     pub xdp_mode: Option<XdpMode>,
+    /// Where the DNS log's records go (popnet's log shipper); none = not logged.
+    pub log_sink: Option<LogSink>,
 }
 
 /// A running DNS role.
@@ -165,6 +170,7 @@ pub struct DnsServer {
     /// The config in use and the command-line overrides (for reloads).
     pub(crate) config: Mutex<Config>,
     pub(crate) opts: DnsOptions,
+    log: Option<Arc<Mutex<DnsLog>>>,
     pub pop: String,
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
@@ -206,6 +212,13 @@ impl DnsServer {
             .find(|a| !a.is_unspecified());
         let resolvers = Resolvers::new(&catalog, &cfg.probes, &pop.name, own);
         let track_resolvers = resolvers.active();
+        let log = opts.log_sink.as_ref().map(|s| {
+            Arc::new(Mutex::new(DnsLog::new(
+                pop.name.clone(),
+                s.0.clone(),
+                catalog.clone(),
+            )))
+        });
         let mut state = ControlState::new(catalog, metrics, resolvers, cfg.probes.recovery);
         let first = match state.refresh(true) {
             Some(t) => t,
@@ -240,6 +253,7 @@ impl DnsServer {
             control: control.clone(),
             config: Mutex::new(cfg.clone()),
             opts: opts.clone(),
+            log: log.clone(),
             pop: pop.name.clone(),
             udp: Vec::new(),
             tcp: Vec::new(),
@@ -289,10 +303,17 @@ impl DnsServer {
                         control: control.clone(),
                         reports: reports_counters,
                         token: svc.admin_token.as_ref().map(|t| t.as_bytes().to_vec()),
+                        log_sink: opts.log_sink.as_ref().map(|s| s.0.clone()),
                     },
                 )
                 .map_err(|e| StartError::bind(admin, "tcp", e))?,
             );
+            if let Some(log) = &log {
+                server.threads.push(
+                    dnslog::start(log.clone(), shared.clone(), cfg.logs.batch_interval)
+                        .map_err(StartError::Thread)?,
+                );
+            }
             Ok(())
         })();
         match started {
@@ -322,6 +343,13 @@ impl DnsServer {
         }
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        // What the workers counted since the last drain.
+        if let Some(log) = &self.log {
+            let catalog = self.shared.table.load().catalog.clone();
+            log.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain(&catalog);
         }
     }
 }

@@ -240,11 +240,68 @@ fn dns_options(a: &DnsArgs) -> DnsOptions {
             (!a.xdp.is_empty()).then(|| a.xdp.clone())
         },
         xdp_mode: a.xdp_mode,
+        log_sink: None,
     }
 }
 
-fn start_dns(cfg: &Config, opts: &DnsOptions) -> Result<DnsServer> {
-    let s = DnsServer::start(cfg, opts).context("cannot start the DNS role")?;
+/// Starts the shipper of `role`'s records on `pop`, or none when the network has no log
+/// server for them.
+fn start_shipper(cfg: &Config, pop: &str, role: &str, kind: Kind) -> Result<Option<Arc<ShipSink>>> {
+    let Some(sc) = ShipperConfig::from_config(cfg, pop, role, kind) else {
+        return Ok(None);
+    };
+    let spool = sc.spool_dir.clone();
+    let s = Shipper::start(sc).with_context(|| {
+        format!(
+            "cannot start shipping the {role}'s records (spool {}); fix [logs] spool_dir or make it writable",
+            spool.display()
+        )
+    })?;
+    tracing::info!(spool = %spool.display(), "{role}: shipping records to the log servers");
+    Ok(Some(Arc::new(ShipSink(s))))
+}
+
+/// Gives a shipper up to two seconds to deliver what it holds (the rest stays spooled).
+fn stop_shipper(s: Option<Arc<ShipSink>>) {
+    if let Some(s) = s
+        && let Ok(s) = Arc::try_unwrap(s)
+    {
+        s.0.stop_within(Duration::from_secs(2));
+    }
+}
+
+/// The DNS server and the shipper of its answer records.
+struct Dns {
+    server: DnsServer,
+    shipper: Option<Arc<ShipSink>>,
+}
+
+impl std::ops::Deref for Dns {
+    type Target = DnsServer;
+    fn deref(&self) -> &DnsServer {
+        &self.server
+    }
+}
+
+impl Dns {
+    fn stop(self) {
+        // The server drains its last answer counts into the shipper as it stops.
+        self.server.stop();
+        stop_shipper(self.shipper);
+    }
+}
+
+fn start_dns(cfg: &Config, opts: &DnsOptions) -> Result<Dns> {
+    let pop = cfg
+        .local_pop(opts.pop.as_deref(), |p| p.dns.is_some())
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("cannot start the DNS role")?;
+    let shipper = start_shipper(cfg, &pop.name, "dns", Kind::Dns)?;
+    let mut opts = opts.clone();
+    opts.log_sink = shipper
+        .clone()
+        .map(|s| dns_fastpath::LogSink(s as Arc<dyn dns_fastpath::LineSink>));
+    let s = DnsServer::start(cfg, &opts).context("cannot start the DNS role")?;
     let addrs: Vec<String> = s.udp.iter().map(ToString::to_string).collect();
     tracing::info!(
         pop = %s.pop,
@@ -253,7 +310,7 @@ fn start_dns(cfg: &Config, opts: &DnsOptions) -> Result<DnsServer> {
         admin = %format!("http://{}", s.admin),
         "dns: answering on UDP and TCP"
     );
-    Ok(s)
+    Ok(Dns { server: s, shipper })
 }
 
 fn start_probe(cfg: &Config, opts: &ProbeOptions) -> Result<ProbeDaemon> {
@@ -282,6 +339,16 @@ impl LineSink for ShipSink {
     }
 }
 
+impl dns_fastpath::LineSink for ShipSink {
+    fn write_lines(&self, lines: &[u8]) {
+        self.0.write_lines(lines);
+    }
+
+    fn metrics(&self, m: &mut promtext::Metrics) {
+        self.0.metrics(m);
+    }
+}
+
 /// The cache and the shipper of its access log (none when the network has no log
 /// server for this POP's records).
 struct Cache {
@@ -294,11 +361,7 @@ impl Cache {
         // The cache flushes its workers' last lines into the shipper as it stops; the
         // shipper then has a moment to deliver them (what it cannot stays spooled).
         self.server.stop();
-        if let Some(s) = self.shipper
-            && let Ok(s) = Arc::try_unwrap(s)
-        {
-            s.0.stop_within(Duration::from_secs(2));
-        }
+        stop_shipper(self.shipper);
     }
 }
 
@@ -307,20 +370,7 @@ fn start_cache(cfg: &Config, opts: &CacheOptions) -> Result<Cache> {
         .local_pop(opts.pop.as_deref(), |p| p.cache.is_some())
         .map_err(|e| anyhow::anyhow!(e))
         .context("cannot start the cache role")?;
-    let shipper = match ShipperConfig::from_config(cfg, &pop.name, "cache", Kind::Access) {
-        Some(sc) => {
-            let spool = sc.spool_dir.clone();
-            let s = Shipper::start(sc).with_context(|| {
-                format!(
-                    "cannot start shipping the access log (spool {}); fix [logs] spool_dir or make it writable",
-                    spool.display()
-                )
-            })?;
-            tracing::info!(spool = %spool.display(), "cache: shipping the access log to the log servers");
-            Some(Arc::new(ShipSink(s)))
-        }
-        None => None,
-    };
+    let shipper = start_shipper(cfg, &pop.name, "cache", Kind::Access)?;
     let mut opts = opts.clone();
     opts.pop = Some(pop.name.clone());
     opts.log_sink = shipper.clone().map(|s| LogSink(s as Arc<dyn LineSink>));

@@ -22,6 +22,7 @@ fn free_port() -> u16 {
 struct Net {
     dir: tempfile::TempDir,
     config: PathBuf,
+    dns: SocketAddr,
     dns_admin: SocketAddr,
     logd: SocketAddr,
     logd_admin: SocketAddr,
@@ -79,6 +80,10 @@ port = {oport}
 name = "static.demo.example"
 kind = "static"
 
+[[customers.domains]]
+name = "www.demo.example"
+kind = "dynamic"
+
 [[log_servers]]
 name = "main"
 address = "{logd}"
@@ -96,6 +101,7 @@ data_dir = "{data}"
         Net {
             dir,
             config,
+            dns,
             dns_admin,
             logd,
             logd_admin,
@@ -531,6 +537,145 @@ fn records_from_a_real_cache_reach_logd_and_the_rollups_add_up() {
     assert!(sample(&d, "popnet_dns_queries_answered_total", &[]) >= 2.0);
     assert!(sample(&d, "popnet_dns_responses_total", &[("rcode", "NOERROR")]) >= 2.0);
     cache.stop();
+    logd.stop();
+    origin.stop();
+}
+
+/// Asks `dig` the DNS server at `dns` `n` times for `name`/`qtype` (one dig run, one
+/// try each, `+tcp` if `tcp`); returns the answer lines it printed.
+fn dig(dns: SocketAddr, name: &str, qtype: &str, n: usize, tcp: bool) -> Vec<String> {
+    let mut cmd = Command::new("dig");
+    cmd.args([
+        &format!("@{}", dns.ip()),
+        "-p",
+        &dns.port().to_string(),
+        "+short",
+        "+tries=1",
+        "+time=10",
+    ]);
+    if tcp {
+        cmd.arg("+tcp");
+    }
+    for _ in 0..n {
+        cmd.args([name, qtype]);
+    }
+    let out = cmd.output().expect("dig runs");
+    assert!(
+        out.status.success(),
+        "dig failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The answers logd holds for customer `c`: (pop, domain, server, server kind) → answers.
+fn dns_rows(logd_admin: SocketAddr, c: &str) -> std::collections::BTreeMap<String, u64> {
+    let s = json(logd_admin, &format!("/api/stats?customer={c}&since=1h"));
+    let mut out = std::collections::BTreeMap::new();
+    for r in s["dns"].as_array().unwrap() {
+        let k = format!(
+            "{} {} {} {}",
+            r["pop"].as_str().unwrap(),
+            r["domain"].as_str().unwrap(),
+            r["server"].as_str().unwrap(),
+            r["server_kind"].as_str().unwrap()
+        );
+        *out.entry(k).or_default() += u(r, "answers");
+    }
+    out
+}
+
+#[test]
+fn dns_answers_of_a_real_dns_server_reach_logd_and_add_up_to_the_queries() {
+    let origin = DemoOrigin::start(&["127.0.0.1:0".parse().unwrap()]).unwrap();
+    let net = Net::new(origin.addrs[0], 5000);
+    let logd = start_logd(&net);
+    let dns = Proc::start(
+        &[
+            "dns",
+            "--config",
+            net.config.to_str().unwrap(),
+            "--workers",
+            "2",
+        ],
+        net.dns_admin,
+        &net.dir.path().join("dns.log"),
+    );
+    // Static: the POP cache t (127.0.0.1); dynamic: the origin demo/o. Over UDP and TCP.
+    assert_eq!(dig(net.dns, HOST, "A", 7, false), vec!["127.0.0.1"; 7]);
+    assert_eq!(dig(net.dns, HOST, "A", 3, true), vec!["127.0.0.1"; 3]);
+    let oip = origin.addrs[0].ip().to_string();
+    assert_eq!(
+        dig(net.dns, "www.demo.example", "A", 5, false),
+        vec![oip.clone(); 5]
+    );
+    // No address handed out: AAAA of names without IPv6 (NODATA), names not ours
+    // (REFUSED), a name that does not exist (NXDOMAIN).
+    assert!(dig(net.dns, HOST, "AAAA", 2, false).is_empty());
+    assert!(dig(net.dns, "example.com", "A", 2, false).is_empty());
+    assert!(dig(net.dns, "nothing.demo.example", "A", 2, false).is_empty());
+
+    let want = |stat: u64, dynamic: u64| {
+        std::collections::BTreeMap::from([
+            (format!("t {HOST} t pop-cache"), stat),
+            ("t www.demo.example demo/o origin".to_string(), dynamic),
+        ])
+    };
+    wait_for("15 answers in logd", Duration::from_secs(60), || {
+        dns_rows(net.logd_admin, "demo").values().sum::<u64>() >= 15
+    });
+    // Counted once each: nothing more arrives in the following intervals.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(dns_rows(net.logd_admin, "demo"), want(10, 5));
+    assert!(dns_rows(net.logd_admin, "-").is_empty());
+
+    // The raw records say which view and type.
+    let (status, raw) = get(net.logd_admin, "/api/raw?customer=demo&kind=dns&hour=0s").unwrap();
+    assert_eq!(status, 200, "{raw}");
+    let (_, earlier) = get(net.logd_admin, "/api/raw?customer=demo&kind=dns&hour=1h").unwrap();
+    let recs: Vec<serde_json::Value> = raw
+        .lines()
+        .chain(earlier.lines())
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!recs.is_empty());
+    for r in &recs {
+        assert_eq!(
+            (r["view"].as_str(), r["qtype"].as_str()),
+            (Some("default"), Some("A")),
+            "{r}"
+        );
+        assert!(u(r, "from_ms") <= u(r, "ts_ms"), "{r}");
+    }
+    assert_eq!(recs.iter().map(|r| u(r, "answers")).sum::<u64>(), 15);
+
+    // The DNS server's /metrics shows its shipper.
+    let d = scrape(net.dns_admin);
+    assert!(sample(&d, "popnet_logship_records_total", &[("source", "t/dns")]) >= 2.0);
+    assert_eq!(
+        sample(
+            &d,
+            "popnet_logship_spool_batches",
+            &[("destination", "main")]
+        ),
+        0.0
+    );
+
+    // Answers counted just before a clean stop are drained and shipped as it stops.
+    assert_eq!(
+        dig(net.dns, "www.demo.example", "A", 4, false),
+        vec![oip; 4]
+    );
+    dns.stop();
+    wait_for("19 answers in logd", Duration::from_secs(30), || {
+        dns_rows(net.logd_admin, "demo").values().sum::<u64>() >= 19
+    });
+    assert_eq!(dns_rows(net.logd_admin, "demo"), want(10, 9));
     logd.stop();
     origin.stop();
 }

@@ -229,6 +229,7 @@ mod tests {
             arcount: 0,
             body: vec![0u8; MAX_BODY + 1].into(),
             view_dependent: false,
+            tally: Box::new([]),
         };
         assert!(value(&a, 1232).is_none());
     }
