@@ -77,7 +77,7 @@ pub struct AdminContext {
     pub reports: Arc<ReportCounters>,
     pub token: Option<Vec<u8>>,
     /// The DNS log's sink (its counters go on `/metrics`).
-    pub log_sink: Option<Arc<dyn crate::dnslog::LineSink>>,
+    pub log_sink: Option<Arc<dyn logship::LineSink>>,
 }
 
 /// Starts the admin listener thread on an already bound listener.

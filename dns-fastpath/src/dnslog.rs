@@ -14,29 +14,11 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use logship::DnsRecord;
+use logship::{DnsRecord, LineSink};
 
 use crate::catalog::{Catalog, Family, ServerKind};
 use crate::metrics::unix_ms;
 use crate::server::Shared;
-
-/// Where the DNS log's JSON lines go (popnet hands them to its log shipper).
-pub trait LineSink: Send + Sync {
-    /// Newline-terminated JSON records; must not block.
-    fn write_lines(&self, lines: &[u8]);
-    /// The sink's own counters, for the DNS server's `/metrics`.
-    fn metrics(&self, _m: &mut promtext::Metrics) {}
-}
-
-/// A [`LineSink`] in the DNS options.
-#[derive(Clone)]
-pub struct LogSink(pub Arc<dyn LineSink>);
-
-impl std::fmt::Debug for LogSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LogSink")
-    }
-}
 
 /// Shortest interval between two drains.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);

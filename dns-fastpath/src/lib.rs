@@ -25,6 +25,6 @@ pub mod views;
 pub mod xdp;
 
 pub use admin::{StatsReply, XdpReport};
+pub use logship::{LineSink, LogSink};
 pub use reload::{DnsReload, ReloadError};
-pub use dnslog::{LineSink, LogSink};
 pub use server::{DnsOptions, DnsServer, StartError};

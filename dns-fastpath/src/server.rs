@@ -13,12 +13,13 @@ use popnet_config::Config;
 use crate::answer::AnswerTable;
 use crate::catalog::{Catalog, CatalogError};
 use crate::control::{self, ControlState};
-use crate::dnslog::{self, DnsLog, LogSink};
+use crate::dnslog::{self, DnsLog};
 use crate::metrics::MetricsTable;
 use crate::resolvers::Resolvers;
 use crate::stats::Counters;
 use crate::xdp::{self, FastPath, ProgramSettings, XdpError, XdpMode, XdpState};
 use crate::{admin, tcp, udp};
+use logship::LogSink;
 
 /// What the query workers share.
 pub struct Shared {

@@ -300,7 +300,7 @@ fn start_dns(cfg: &Config, opts: &DnsOptions) -> Result<Dns> {
     let mut opts = opts.clone();
     opts.log_sink = shipper
         .clone()
-        .map(|s| dns_fastpath::LogSink(s as Arc<dyn dns_fastpath::LineSink>));
+        .map(|s| logship::LogSink(s as Arc<dyn logship::LineSink>));
     let s = DnsServer::start(cfg, &opts).context("cannot start the DNS role")?;
     let addrs: Vec<String> = s.udp.iter().map(ToString::to_string).collect();
     tracing::info!(
@@ -313,8 +313,31 @@ fn start_dns(cfg: &Config, opts: &DnsOptions) -> Result<Dns> {
     Ok(Dns { server: s, shipper })
 }
 
-fn start_probe(cfg: &Config, opts: &ProbeOptions) -> Result<ProbeDaemon> {
-    let p = ProbeDaemon::start(cfg, opts).context("cannot start the probe role")?;
+/// The probe and the shipper of its check results.
+struct Probe {
+    daemon: ProbeDaemon,
+    shipper: Option<Arc<ShipSink>>,
+}
+
+impl Probe {
+    fn stop(self) {
+        // The probe hands over its last results as it stops.
+        self.daemon.stop();
+        stop_shipper(self.shipper);
+    }
+}
+
+fn start_probe(cfg: &Config, opts: &ProbeOptions) -> Result<Probe> {
+    let pop = cfg
+        .local_pop(opts.pop.as_deref(), |p| p.probe.is_some())
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("cannot start the probe role")?;
+    let shipper = start_shipper(cfg, &pop.name, "probe", Kind::Probe)?;
+    let mut opts = opts.clone();
+    opts.log_sink = shipper
+        .clone()
+        .map(|s| logship::LogSink(s as Arc<dyn logship::LineSink>));
+    let p = ProbeDaemon::start(cfg, &opts).context("cannot start the probe role")?;
     let to: Vec<String> = p.destinations.iter().map(ToString::to_string).collect();
     tracing::info!(
         pop = %p.pop,
@@ -323,7 +346,7 @@ fn start_probe(cfg: &Config, opts: &ProbeOptions) -> Result<ProbeDaemon> {
         reports_to = %to.join(","),
         "probe: checking every POP cache and origin"
     );
-    Ok(p)
+    Ok(Probe { daemon: p, shipper })
 }
 
 /// Hands the cache's access-log lines to the log shipper.
@@ -339,7 +362,7 @@ impl LineSink for ShipSink {
     }
 }
 
-impl dns_fastpath::LineSink for ShipSink {
+impl logship::LineSink for ShipSink {
     fn write_lines(&self, lines: &[u8]) {
         self.0.write_lines(lines);
     }

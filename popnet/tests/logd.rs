@@ -29,6 +29,38 @@ struct Net {
 }
 
 impl Net {
+    /// [`Net::new`] with a probe on the POP, checking every 200 ms: the origin with an
+    /// HTTP GET of /obj/1k, the POP cache t with a TCP connect to `dead_port`, where
+    /// nothing listens.
+    fn with_probe(origin: SocketAddr, dead_port: u16) -> Net {
+        let net = Net::new(origin, 5000);
+        let text = std::fs::read_to_string(&net.config).unwrap();
+        let probe_port = free_port();
+        let text = text
+            .replacen(
+                "report_key =",
+                "interval = \"200ms\"\ntimeout = \"150ms\"\nstale_after = \"2s\"\nreport_key =",
+                1,
+            )
+            .replacen(
+                "[[customers]]",
+                &format!(
+                    "[pops.cache.check]\nkind = \"tcp\"\nport = {dead_port}\n\n[pops.probe]\nlisten = \"127.0.0.1:{probe_port}\"\n\n[[customers]]"
+                ),
+                1,
+            )
+            .replacen(
+                &format!("port = {}\n", origin.port()),
+                &format!(
+                    "port = {}\n[customers.origins.check]\nkind = \"http\"\npath = \"/obj/1k\"\n",
+                    origin.port()
+                ),
+                1,
+            );
+        std::fs::write(&net.config, text).unwrap();
+        net
+    }
+
     /// A one-POP network whose cache serves `static.demo.example` from `origin` and
     /// ships its access log to the log server "main", which keeps customer "demo".
     fn new(origin: SocketAddr, batch_records: usize) -> Net {
@@ -119,23 +151,7 @@ struct Proc {
 impl Proc {
     /// Starts `popnet --log info <args>` and waits until `health` answers 200.
     fn start(args: &[&str], health: SocketAddr, log: &Path) -> Proc {
-        let err = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_popnet"))
-            .args(["--log", "info"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .expect("popnet runs");
-        let mut p = Proc {
-            child,
-            log: log.to_owned(),
-            what: args.join(" "),
-        };
+        let mut p = Proc::spawn(args, log);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = p.child.try_wait() {
@@ -151,6 +167,27 @@ impl Proc {
                 p.log_text()
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts `popnet --log info <args>`.
+    fn spawn(args: &[&str], log: &Path) -> Proc {
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_popnet"))
+            .args(["--log", "info"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("popnet runs");
+        Proc {
+            child,
+            log: log.to_owned(),
+            what: args.join(" "),
         }
     }
 
@@ -676,6 +713,108 @@ fn dns_answers_of_a_real_dns_server_reach_logd_and_add_up_to_the_queries() {
         dns_rows(net.logd_admin, "demo").values().sum::<u64>() >= 19
     });
     assert_eq!(dns_rows(net.logd_admin, "demo"), want(10, 9));
+    logd.stop();
+    origin.stop();
+}
+
+/// The probe results logd holds for customer `c`: target → (checks, failures).
+fn probe_rows(logd_admin: SocketAddr, c: &str) -> std::collections::BTreeMap<String, (u64, u64)> {
+    let s = json(logd_admin, &format!("/api/stats?customer={c}&since=1h"));
+    let mut out = std::collections::BTreeMap::new();
+    for r in s["probes"].as_array().unwrap() {
+        assert_eq!(r["pop"], "t", "{r}");
+        let e = out
+            .entry(r["target"].as_str().unwrap().to_string())
+            .or_insert((0, 0));
+        e.0 += u(r, "checks");
+        e.1 += u(r, "failures");
+    }
+    out
+}
+
+#[test]
+fn probe_results_of_a_real_probe_reach_logd_and_add_up_to_the_checks_made() {
+    let origin = DemoOrigin::start(&["127.0.0.1:0".parse().unwrap()]).unwrap();
+    // Nothing listens on the POP cache's check port: every check of it fails.
+    let dead_port = free_port();
+    let net = Net::with_probe(origin.addrs[0], dead_port);
+    let logd = start_logd(&net);
+    let probe = Proc::spawn(
+        &[
+            "probe",
+            "--config",
+            net.config.to_str().unwrap(),
+            "--no-icmp",
+        ],
+        &net.dir.path().join("probe.log"),
+    );
+    // The origin's checks are kept under its customer, the POP cache's under "-".
+    wait_for(
+        "5 rounds of both targets in logd",
+        Duration::from_secs(60),
+        || {
+            probe_rows(net.logd_admin, "demo")
+                .get("demo/o")
+                .is_some_and(|c| c.0 >= 5)
+                && probe_rows(net.logd_admin, "-")
+                    .get("t")
+                    .is_some_and(|c| c.0 >= 5)
+        },
+    );
+    probe.stop();
+    // Every GET the origin served is one passed check in logd (but the one a stop may
+    // have cut short before its response was read).
+    std::thread::sleep(Duration::from_millis(500));
+    let served = origin.requests();
+    let demo = probe_rows(net.logd_admin, "demo");
+    assert_eq!(demo.len(), 1, "{demo:?}");
+    let (checks, failures) = demo["demo/o"];
+    assert_eq!(failures, 0, "{demo:?}");
+    assert!(
+        checks == served || checks + 1 == served,
+        "logd has {checks} checks of the origin, which served {served} requests"
+    );
+    let pops = probe_rows(net.logd_admin, "-");
+    assert_eq!(pops.len(), 1, "{pops:?}");
+    let (t_checks, t_failures) = pops["t"];
+    assert_eq!(t_failures, t_checks, "every check of a dead port fails");
+    assert!(
+        t_checks.abs_diff(checks) <= 2,
+        "same interval: {t_checks} vs {checks}"
+    );
+
+    // The raw records: one per round, with the HTTP status and the reason of a failure.
+    let raw = |c: &str| -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        for hour in ["1h", "0s"] {
+            let (status, text) = get(
+                net.logd_admin,
+                &format!("/api/raw?customer={c}&kind=probe&hour={hour}"),
+            )
+            .unwrap();
+            assert_eq!(status, 200, "{text}");
+            out.extend(
+                text.lines()
+                    .filter(|l| !l.is_empty())
+                    .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()),
+            );
+        }
+        out
+    };
+    let recs = raw("demo");
+    assert_eq!(recs.len() as u64, checks);
+    assert!(
+        recs.iter()
+            .all(|r| r["ok"] == true && r["status"] == 200 && r["target"] == "demo/o"),
+        "{recs:?}"
+    );
+    let recs = raw("-");
+    assert_eq!(recs.len() as u64, t_checks);
+    assert!(
+        recs.iter()
+            .all(|r| r["ok"] == false && r["error"].is_string()),
+        "{recs:?}"
+    );
     logd.stop();
     origin.stop();
 }

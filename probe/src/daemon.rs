@@ -5,7 +5,9 @@
 //! every [`FLUSH_EVERY`] as [`crate::report`] datagrams to each `[pops.dns] reports`
 //! address of the network, stamped with the send time and a sequence number that starts
 //! at 0 with the process (a restarted probe's `sent_at` has moved on, which is what
-//! receivers order by). Nothing is kept across restarts.
+//! receivers order by). Nothing is kept across restarts. With a log sink (popnet's log
+//! shipper), every finished round of a service check is also a [`ProbeRecord`] for the
+//! log server that keeps the target's customer, handed over at the same flushes.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -14,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use logship::{LineSink, LogSink, ProbeRecord};
 use popnet_config::{Config, LoadSource};
 use serde::Serialize;
 
@@ -47,6 +50,8 @@ pub struct ProbeOptions {
     pub max_measurements: usize,
     /// Try ICMP echo for latency probes.
     pub icmp: bool,
+    /// Where the check results go as [`ProbeRecord`]s (popnet's log shipper); none = not logged.
+    pub log_sink: Option<LogSink>,
 }
 
 impl Default for ProbeOptions {
@@ -57,6 +62,7 @@ impl Default for ProbeOptions {
             max_concurrent: DEFAULT_MAX_CONCURRENT,
             max_measurements: 256,
             icmp: true,
+            log_sink: None,
         }
     }
 }
@@ -287,6 +293,8 @@ impl ProbeDaemon {
             shared: shared.clone(),
             latency: responder.as_ref().map(Responder::stats_handle),
             last_summary: Instant::now(),
+            log: opts.log_sink.as_ref().map(|s| s.0.clone()),
+            records: Vec::new(),
         };
         let service = std::thread::Builder::new()
             .name("probe-service".into())
@@ -487,6 +495,23 @@ impl Sender {
     }
 }
 
+/// Appends the [`ProbeRecord`] of one finished round of target `id` to `out`.
+fn write_record(out: &mut Vec<u8>, pop: &str, id: &str, now_ms: u64, o: &crate::check::Outcome) {
+    let rec = ProbeRecord {
+        ts_ms: now_ms,
+        pop: pop.to_string(),
+        customer: logship::record::customer_of_server(id).to_string(),
+        target: id.to_string(),
+        ok: o.passed(),
+        total_us: u64::try_from(o.total.as_micros()).unwrap_or(u64::MAX),
+        status: o.status,
+        error: o.result.as_ref().err().cloned(),
+    };
+    if serde_json::to_writer(&mut *out, &rec).is_ok() {
+        out.push(b'\n');
+    }
+}
+
 struct Service {
     engine: Engine,
     /// Targets `0..reported` are reported; the one after is the cache admin.
@@ -501,6 +526,9 @@ struct Service {
     shared: Arc<Shared>,
     latency: Option<ResponderStatsHandle>,
     last_summary: Instant,
+    /// Where [`ProbeRecord`]s go, and the lines not yet handed over.
+    log: Option<Arc<dyn LineSink>>,
+    records: Vec<u8>,
 }
 
 impl Service {
@@ -534,6 +562,17 @@ impl Service {
                 self.flush();
                 self.swap(swap);
             }
+        }
+        self.flush_records();
+    }
+
+    /// Hands the records of the finished rounds to the log sink.
+    fn flush_records(&mut self) {
+        if let Some(log) = &self.log
+            && !self.records.is_empty()
+        {
+            log.write_lines(&self.records);
+            self.records.clear();
         }
     }
 
@@ -609,6 +648,9 @@ impl Service {
             }
             let entry = st.health[r.target].entry(id, now_ms);
             self.entries.push(entry);
+            if self.log.is_some() {
+                write_record(&mut self.records, &self.pop, id, now_ms, &r.outcome);
+            }
         }
         st.engine = self.engine.stats();
         flipped
@@ -643,6 +685,7 @@ impl Service {
     }
 
     fn flush(&mut self) {
+        self.flush_records();
         if self.entries.is_empty() {
             return;
         }
