@@ -12,6 +12,18 @@ fn problems(text: &str) -> Vec<String> {
     }
 }
 
+/// The demo config without its log server (its `[logs]`, `[[log_servers]]` and the POP's
+/// `log_server`), for tests that add their own.
+fn demo_without_logs() -> String {
+    let demo = popnet_config::DEMO_TOML;
+    let cut = demo
+        .find("\n# The log server:")
+        .expect("the demo's log server section");
+    let text = demo[..cut].replace("log_server = \"main\"\n", "");
+    assert!(!text.contains("[logs]") && !text.contains("log_server"));
+    text + "\n"
+}
+
 fn has(ps: &[String], path: &str, text: &str) {
     assert!(
         ps.iter().any(|p| p.starts_with(path) && p.contains(text)),
@@ -21,7 +33,7 @@ fn has(ps: &[String], path: &str, text: &str) {
 
 #[test]
 fn log_server_mistakes_are_named() {
-    let text = popnet_config::DEMO_TOML.to_string()
+    let text = demo_without_logs()
         + r#"
 [logs]
 batch_records = 0
@@ -59,7 +71,7 @@ customers = ["demo"]
 
 #[test]
 fn a_valid_log_section_loads() {
-    let text = popnet_config::DEMO_TOML.to_string()
+    let text = demo_without_logs()
         + r#"
 [logs]
 key = "00112233445566778899aabbccddeeff"

@@ -202,6 +202,26 @@ pub fn stats(
             );
         }
     }
+    if let Some(probes) = v["probes"].as_array()
+        && !probes.is_empty()
+    {
+        println!("  Probe checks (by the POP's probe):");
+        for r in probes {
+            let checks = n(r, "checks");
+            println!(
+                "    {} {}: {} checks, {} failed, mean {} ms, max {} ms",
+                r["pop"].as_str().unwrap_or("?"),
+                r["target"].as_str().unwrap_or("?"),
+                checks,
+                n(r, "failures"),
+                format_args!(
+                    "{:.1}",
+                    n(r, "total_us") as f64 / checks.max(1) as f64 / 1000.0
+                ),
+                format_args!("{:.1}", n(r, "max_us") as f64 / 1000.0),
+            );
+        }
+    }
     Ok(())
 }
 

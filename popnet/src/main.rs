@@ -319,6 +319,13 @@ struct Probe {
     shipper: Option<Arc<ShipSink>>,
 }
 
+impl std::ops::Deref for Probe {
+    type Target = ProbeDaemon;
+    fn deref(&self) -> &ProbeDaemon {
+        &self.daemon
+    }
+}
+
 impl Probe {
     fn stop(self) {
         // The probe hands over its last results as it stops.
@@ -403,25 +410,8 @@ fn start_cache(cfg: &Config, opts: &CacheOptions) -> Result<Cache> {
     Ok(Cache { server: s, shipper })
 }
 
-fn start_logd(a: &LogdArgs) -> Result<Logd> {
-    let (_, start) = load_config(
-        &ConfigArgs {
-            config: a.config.clone(),
-            configd: None,
-            pop: None,
-        },
-        "logd",
-    )?;
-    let l = Logd::start(
-        &start.cfg,
-        &LogdOptions {
-            name: a.name.clone(),
-            listen: a.listen,
-            admin: a.admin,
-            data_dir: a.data_dir.clone(),
-        },
-    )
-    .context("cannot start the log server")?;
+fn start_logd(cfg: &Config, opts: &LogdOptions) -> Result<Logd> {
+    let l = Logd::start(cfg, opts).context("cannot start the log server")?;
     tracing::info!(
         name = %l.name,
         listen = %l.listen,
@@ -430,6 +420,19 @@ fn start_logd(a: &LogdArgs) -> Result<Logd> {
         "logd: receiving record batches"
     );
     Ok(l)
+}
+
+/// The log server `popnet up` runs for `pop`: the one it names (`log_server`), when its
+/// address is on this machine (else it runs elsewhere, as `popnet logd`).
+fn local_log_server(cfg: &Config, pop: &popnet_config::Pop) -> Option<String> {
+    let name = pop.log_server.as_deref()?;
+    let ls = cfg.log_servers.iter().find(|l| l.name == name)?;
+    if std::net::TcpListener::bind((ls.address.ip(), 0)).is_ok() {
+        Some(ls.name.clone())
+    } else {
+        tracing::info!(log_server = %name, address = %ls.address, "the POP's log server is not on this machine: not run here");
+        None
+    }
 }
 
 /// The demo's origins (`examples/single-pop.toml`): origin-a on 127.0.0.1 and ::1,
@@ -511,7 +514,23 @@ fn run(cli: Cli) -> Result<()> {
             reload::run(roles, src, start, "probe")?;
         }
         Role::Logd(a) => {
-            let l = start_logd(&a)?;
+            let (_, start) = load_config(
+                &ConfigArgs {
+                    config: a.config.clone(),
+                    configd: None,
+                    pop: None,
+                },
+                "logd",
+            )?;
+            let l = start_logd(
+                &start.cfg,
+                &LogdOptions {
+                    name: a.name,
+                    listen: a.listen,
+                    admin: a.admin,
+                    data_dir: a.data_dir,
+                },
+            )?;
             let sig = wait_for_signal()?;
             tracing::info!(signal = sig, "stopping");
             l.stop();
@@ -549,16 +568,28 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 None
             };
-            let dns = start_dns(
-                cfg,
-                &DnsOptions {
-                    pop: a.cfg.pop.clone(),
-                    ..DnsOptions::default()
-                },
-            )?;
             let pop = cfg
                 .local_pop(a.cfg.pop.as_deref(), |p| p.dns.is_some())
                 .map_err(|e| anyhow::anyhow!(e))?;
+            // The POP's own log server runs here when its address is on this machine,
+            // before the daemons that ship to it.
+            let logd = match local_log_server(cfg, pop) {
+                Some(name) => Some(start_logd(
+                    cfg,
+                    &LogdOptions {
+                        name: Some(name),
+                        ..LogdOptions::default()
+                    },
+                )?),
+                None => None,
+            };
+            let dns = start_dns(
+                cfg,
+                &DnsOptions {
+                    pop: Some(pop.name.clone()),
+                    ..DnsOptions::default()
+                },
+            )?;
             let cache = match &pop.cache {
                 Some(_) => Some(start_cache(
                     cfg,
@@ -601,12 +632,18 @@ fn run(cli: Cli) -> Result<()> {
                         "  popctl metrics                         # what the probe reports: health, load, response times"
                     );
                 }
+                if logd.is_some() {
+                    eprintln!(
+                        "  popctl stats demo                      # the demo customer's traffic, from the log server"
+                    );
+                }
                 eprintln!("Ctrl-C stops it.");
             }
             let roles = reload::Roles {
                 dns: Some(dns),
                 cache,
                 probe,
+                logd,
             };
             reload::run(roles, src, start, "up")?;
             if let Some((o4, o6)) = origins {

@@ -12,16 +12,16 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use configd::local::Subscription;
-use dns_fastpath::DnsServer;
 use popnet_config::Config;
-use probe::ProbeDaemon;
 
 /// The running roles of this box.
 #[derive(Default)]
 pub struct Roles {
-    pub dns: Option<DnsServer>,
+    pub dns: Option<crate::Dns>,
     pub cache: Option<crate::Cache>,
-    pub probe: Option<ProbeDaemon>,
+    pub probe: Option<crate::Probe>,
+    /// The POP's own log server (`popnet up`); a reload does not change it.
+    pub logd: Option<logd::Logd>,
 }
 
 impl Roles {
@@ -94,6 +94,9 @@ impl Roles {
         }
         if let Some(d) = self.dns {
             d.stop();
+        }
+        if let Some(l) = self.logd {
+            l.stop();
         }
     }
 }

@@ -28,8 +28,30 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// `popctl --json <args>`, which must succeed.
+fn popctl_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(popctl_bin())
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "popctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn popnet_up_serves_the_demo_names_and_stops_cleanly() {
+    // The demo's log server keeps its data and the senders' spools under
+    // /tmp/popnet-demo: start from nothing, as on a fresh machine.
+    match std::fs::remove_dir_all("/tmp/popnet-demo") {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => panic!("cannot remove /tmp/popnet-demo (the demo's log data): {e}"),
+    }
     let mut child = KillOnDrop(Some(
         Command::new(popnet_bin())
             .args(["--log", "warn", "up"])
@@ -68,11 +90,16 @@ fn popnet_up_serves_the_demo_names_and_stops_cleanly() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("NOERROR 3"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    // The three digs, and the log shippers' lookups of log.local.popnet.example once they
+    // have records to send (the answers the digs got are counted exactly in logd below).
+    let text = String::from_utf8_lossy(&out.stdout);
+    let noerror: u64 = text
+        .split("NOERROR ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no NOERROR count in {text}"));
+    assert!(noerror >= 3, "{text}");
 
     // The cache answers on 127.0.0.1:8080 in front of the built-in demo origin: a miss, then a hit.
     let curl = |path: &str| {
@@ -104,6 +131,59 @@ fn popnet_up_serves_the_demo_names_and_stops_cleanly() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["requests"]["hits"], 1, "{v}");
+
+    // `popnet up` runs the demo's log server: the cache's access log, the DNS server's
+    // answers and the probe's checks reach it, and popctl stats shows them.
+    let stats = || popctl_json(&["stats", "demo"]);
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let answers = |v: &serde_json::Value| {
+        v["dns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| n(&r["answers"]))
+            .sum::<u64>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = stats();
+        if n(&v["total"]["requests"]) >= 2 && answers(&v) >= 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the log server did not get the records: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The three answers with addresses the digs above got, and the two requests.
+    std::thread::sleep(Duration::from_millis(1500));
+    let v = stats();
+    assert_eq!(n(&v["total"]["requests"]), 2, "{v}");
+    assert_eq!(
+        (n(&v["total"]["hits"]), n(&v["total"]["misses"])),
+        (1, 1),
+        "{v}"
+    );
+    assert_eq!(answers(&v), 3, "{v}");
+    let probes = v["probes"].as_array().unwrap();
+    for origin in ["demo/origin-a", "demo/origin-b"] {
+        assert!(
+            probes
+                .iter()
+                .any(|p| p["target"] == origin && n(&p["checks"]) >= 1),
+            "{origin}: {v}"
+        );
+    }
+    let out = Command::new(popctl_bin())
+        .args(["stats", "demo"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("requests 2") && text.contains("hits 1  misses 1"),
+        "{text}"
+    );
 
     // SIGTERM stops it with status 0.
     send_signal(child.get().id(), 15);
