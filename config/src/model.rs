@@ -377,6 +377,12 @@ pub struct ProbeService {
     /// whose CPU and memory other services use.
     #[serde(default = "defaults::load_from")]
     pub load_from: Vec<LoadSource>,
+    /// HTTP admin listener (`/health`, `/stats`, `/metrics`); none = no admin listener.
+    #[serde(default)]
+    pub admin: Option<SocketAddr>,
+    /// Bearer token required by the admin listener; none = open (loopback only).
+    #[serde(default)]
+    pub admin_token: Option<Secret>,
 }
 
 /// One part of a POP's load, as the probe's load agent measures it.

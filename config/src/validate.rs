@@ -419,6 +419,17 @@ fn pops(p: &mut Problems, cfg: &Config) {
         }
         p.nonnegative(&format!("{at}.cost"), pop.cost);
         if let Some(pr) = &pop.probe
+            && let Some(admin) = pr.admin
+            && !admin.ip().is_loopback()
+            && pr.admin_token.is_none()
+        {
+            p.add(
+                format!("{at}.probe.admin_token"),
+                format!("the probe admin listener {admin} is not on loopback and has no token"),
+                "set admin_token (e.g. `openssl rand -hex 32`) or listen on 127.0.0.1",
+            );
+        }
+        if let Some(pr) = &pop.probe
             && pr.load_from.is_empty()
         {
             p.add(

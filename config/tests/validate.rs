@@ -276,3 +276,23 @@ fn probe_settings_are_checked() {
         assert!(p.iter().any(|x| x.starts_with(want)), "{want}: {p:?}");
     }
 }
+
+#[test]
+fn a_probe_admin_listener_off_loopback_needs_a_token() {
+    let text = demo_with("admin = \"127.0.0.1:5382\"", "admin = \"192.0.2.1:5382\"");
+    let ps = problems(&text);
+    assert!(
+        ps.iter().any(|p| p.starts_with("pops[0].probe.admin_token")
+            && p.contains("192.0.2.1:5382 is not on loopback")
+            && p.contains("openssl rand -hex 32")),
+        "{ps:#?}"
+    );
+    let text = demo_with(
+        "admin = \"127.0.0.1:5382\"",
+        "admin = \"192.0.2.1:5382\"\nadmin_token = \"00112233445566778899aabbccddeeff\"",
+    );
+    let cfg = Config::from_toml(&text, "test.toml").unwrap();
+    let probe = cfg.pops[0].probe.as_ref().unwrap();
+    assert_eq!(probe.admin, Some("192.0.2.1:5382".parse().unwrap()));
+    assert!(probe.admin_token.is_some());
+}

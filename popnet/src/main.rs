@@ -128,6 +128,10 @@ struct ProbeArgs {
     /// Service checks open at once.
     #[arg(long, value_name = "N", default_value_t = probe::daemon::DEFAULT_MAX_CONCURRENT)]
     max_concurrent: usize,
+    /// Serve the admin HTTP endpoint (/health, /stats, /metrics) here instead of
+    /// `[pops.probe] admin`.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
     /// Measure resolver latency with DNS and TCP to port 53 only, not ICMP echo.
     #[arg(long)]
     no_icmp: bool,
@@ -350,6 +354,7 @@ fn start_probe(cfg: &Config, opts: &ProbeOptions) -> Result<Probe> {
         pop = %p.pop,
         targets = p.targets.len(),
         latency = %p.latency.map_or_else(|| "off".to_string(), |a| a.to_string()),
+        admin = %p.admin.map_or_else(|| "off".to_string(), |a| format!("http://{a}")),
         reports_to = %to.join(","),
         "probe: checking every POP cache and origin"
     );
@@ -504,6 +509,7 @@ fn run(cli: Cli) -> Result<()> {
                     listen: a.listen,
                     max_concurrent: a.max_concurrent,
                     icmp: !a.no_icmp,
+                    admin: a.admin,
                     ..ProbeOptions::default()
                 },
             )?;

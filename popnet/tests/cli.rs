@@ -175,6 +175,12 @@ fn popnet_up_serves_the_demo_names_and_stops_cleanly() {
             "{origin}: {v}"
         );
     }
+    // The demo probe's admin listener: /metrics with the targets it checks.
+    let metrics = http_get("127.0.0.1:5382".parse().unwrap(), "/metrics").unwrap();
+    assert!(
+        metrics.contains("popnet_probe_target_up{pop=\"local\",target=\"demo/origin-a\""),
+        "{metrics}"
+    );
     let out = Command::new(popctl_bin())
         .args(["stats", "demo"])
         .output()

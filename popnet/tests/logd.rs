@@ -29,10 +29,10 @@ struct Net {
 }
 
 impl Net {
-    /// [`Net::new`] with a probe on the POP, checking every 200 ms: the origin with an
-    /// HTTP GET of /obj/1k, the POP cache t with a TCP connect to `dead_port`, where
-    /// nothing listens.
-    fn with_probe(origin: SocketAddr, dead_port: u16) -> Net {
+    /// [`Net::new`] with a probe on the POP (admin listener on `admin`), checking every
+    /// 200 ms: the origin with an HTTP GET of /obj/1k, the POP cache t with a TCP
+    /// connect to `dead_port`, where nothing listens.
+    fn with_probe(origin: SocketAddr, dead_port: u16, admin: SocketAddr) -> Net {
         let net = Net::new(origin, 5000);
         let text = std::fs::read_to_string(&net.config).unwrap();
         let probe_port = free_port();
@@ -45,7 +45,7 @@ impl Net {
             .replacen(
                 "[[customers]]",
                 &format!(
-                    "[pops.cache.check]\nkind = \"tcp\"\nport = {dead_port}\n\n[pops.probe]\nlisten = \"127.0.0.1:{probe_port}\"\n\n[[customers]]"
+                    "[pops.cache.check]\nkind = \"tcp\"\nport = {dead_port}\n\n[pops.probe]\nlisten = \"127.0.0.1:{probe_port}\"\nadmin = \"{admin}\"\n\n[[customers]]"
                 ),
                 1,
             )
@@ -737,15 +737,17 @@ fn probe_results_of_a_real_probe_reach_logd_and_add_up_to_the_checks_made() {
     let origin = DemoOrigin::start(&["127.0.0.1:0".parse().unwrap()]).unwrap();
     // Nothing listens on the POP cache's check port: every check of it fails.
     let dead_port = free_port();
-    let net = Net::with_probe(origin.addrs[0], dead_port);
+    let probe_admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let net = Net::with_probe(origin.addrs[0], dead_port, probe_admin);
     let logd = start_logd(&net);
-    let probe = Proc::spawn(
+    let probe = Proc::start(
         &[
             "probe",
             "--config",
             net.config.to_str().unwrap(),
             "--no-icmp",
         ],
+        probe_admin,
         &net.dir.path().join("probe.log"),
     );
     // The origin's checks are kept under its customer, the POP cache's under "-".
@@ -761,6 +763,32 @@ fn probe_results_of_a_real_probe_reach_logd_and_add_up_to_the_checks_made() {
                     .is_some_and(|c| c.0 >= 5)
         },
     );
+    // The probe's /metrics parses, and says what logd will hold: every round it counted
+    // is (or soon is) a record in logd.
+    let m = scrape(probe_admin);
+    let up = |t: &str| sample(&m, "popnet_probe_target_up", &[("target", t)]);
+    assert_eq!((up("demo/o"), up("t")), (1.0, 0.0));
+    let rounds = |t: &str| sample(&m, "popnet_probe_target_rounds_total", &[("target", t)]);
+    let failures = |t: &str| sample(&m, "popnet_probe_target_failures_total", &[("target", t)]);
+    let (o_rounds, t_rounds) = (rounds("demo/o") as u64, rounds("t") as u64);
+    assert!(o_rounds >= 5 && t_rounds >= 5, "{o_rounds} {t_rounds}");
+    assert_eq!(failures("demo/o"), 0.0);
+    assert_eq!(failures("t"), t_rounds as f64);
+    assert!(
+        sample(&m, "popnet_logship_records_total", &[("source", "t/probe")])
+            >= (o_rounds + t_rounds) as f64
+    );
+    wait_for(
+        "logd to hold what /metrics counted",
+        Duration::from_secs(30),
+        || {
+            probe_rows(net.logd_admin, "demo")["demo/o"].0 >= o_rounds
+                && probe_rows(net.logd_admin, "-")["t"].0 >= t_rounds
+        },
+    );
+    let (status, stats) = get(probe_admin, "/stats").unwrap();
+    assert_eq!(status, 200, "{stats}");
+    assert!(stats.contains("\"demo/o\""), "{stats}");
     probe.stop();
     // Every GET the origin served is one passed check in logd (but the one a stop may
     // have cut short before its response was read).

@@ -10,7 +10,7 @@
 //! log server that keeps the target's customer, handed over at the same flushes.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -20,6 +20,7 @@ use logship::{LineSink, LogSink, ProbeRecord};
 use popnet_config::{Config, LoadSource};
 use serde::Serialize;
 
+use crate::admin::{self, AdminContext};
 use crate::check::{CheckSpec, HttpCheck};
 use crate::engine::{Engine, EngineConfig, EngineStats, EngineTarget, RoundResult};
 use crate::health::{TargetHealth, TargetSnapshot};
@@ -52,6 +53,8 @@ pub struct ProbeOptions {
     pub icmp: bool,
     /// Where the check results go as [`ProbeRecord`]s (popnet's log shipper); none = not logged.
     pub log_sink: Option<LogSink>,
+    /// Admin listener instead of `[pops.probe] admin`.
+    pub admin: Option<SocketAddr>,
 }
 
 impl Default for ProbeOptions {
@@ -63,6 +66,7 @@ impl Default for ProbeOptions {
             max_measurements: 256,
             icmp: true,
             log_sink: None,
+            admin: None,
         }
     }
 }
@@ -77,6 +81,10 @@ pub enum ProbeError {
     Target(#[from] TargetError),
     #[error("cannot bind the latency-probe socket {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
+    #[error(
+        "cannot listen on the probe admin address {addr}: {source}; is another probe running? change [pops.probe] admin or pass --admin"
+    )]
+    Admin { addr: SocketAddr, source: io::Error },
     #[error("cannot start the probe: {0}")]
     Io(#[from] io::Error),
 }
@@ -93,11 +101,11 @@ pub struct ProbeStats {
     pub latency: Option<ResponderStats>,
 }
 
-struct Shared {
-    stop: AtomicBool,
-    reports_sent: AtomicU64,
-    report_errors: AtomicU64,
-    state: Mutex<State>,
+pub(crate) struct Shared {
+    pub(crate) stop: AtomicBool,
+    pub(crate) reports_sent: AtomicU64,
+    pub(crate) report_errors: AtomicU64,
+    pub(crate) state: Mutex<State>,
     /// A reloaded config for the service thread to take.
     next: Mutex<Option<Swap>>,
 }
@@ -109,14 +117,14 @@ struct Swap {
     latency: Option<Option<ResponderStatsHandle>>,
 }
 
-struct State {
-    ids: Vec<(String, &'static str)>,
-    health: Vec<TargetHealth>,
-    engine: EngineStats,
-    load: Option<LoadFigures>,
+pub(crate) struct State {
+    pub(crate) ids: Vec<(String, &'static str)>,
+    pub(crate) health: Vec<TargetHealth>,
+    pub(crate) engine: EngineStats,
+    pub(crate) load: Option<LoadFigures>,
 }
 
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+pub(crate) fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -128,9 +136,13 @@ pub struct ProbeDaemon {
     /// Where reports go.
     pub destinations: Vec<SocketAddr>,
     pub targets: Vec<String>,
+    /// The admin listener (`/health`, `/stats`, `/metrics`), when it runs.
+    pub admin: Option<SocketAddr>,
     shared: Arc<Shared>,
     responder: Mutex<Option<Responder>>,
     service: Option<JoinHandle<()>>,
+    admin_thread: Option<JoinHandle<()>>,
+    ctx: Arc<AdminContext>,
     opts: ProbeOptions,
     /// The responder's key, address and timeout.
     running: Mutex<(Vec<u8>, Option<SocketAddr>, Duration)>,
@@ -296,20 +308,51 @@ impl ProbeDaemon {
             log: opts.log_sink.as_ref().map(|s| s.0.clone()),
             records: Vec::new(),
         };
+        let probe_cfg = cfg
+            .pops
+            .iter()
+            .find(|p| p.name == plan.pop)
+            .and_then(|p| p.probe.as_ref());
+        let admin_addr = opts.admin.or(probe_cfg.and_then(|p| p.admin));
+        let admin_listener = match admin_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .and_then(|l| Ok((l.local_addr()?, l)))
+                    .map_err(|source| ProbeError::Admin { addr, source })?,
+            ),
+            None => None,
+        };
+        let ctx = Arc::new(AdminContext {
+            pop: plan.pop.clone(),
+            started: Instant::now(),
+            shared: shared.clone(),
+            latency: Mutex::new(responder.as_ref().map(Responder::stats_handle)),
+            log: opts.log_sink.as_ref().map(|s| s.0.clone()),
+            token: probe_cfg
+                .and_then(|p| p.admin_token.as_ref())
+                .map(|t| t.as_bytes().to_vec()),
+        });
         let service = std::thread::Builder::new()
             .name("probe-service".into())
             .spawn(move || svc.run())?;
-        Ok(ProbeDaemon {
+        let mut daemon = ProbeDaemon {
             pop: plan.pop.clone(),
             latency: responder.as_ref().map(Responder::local_addr),
             destinations: plan.destinations.clone(),
             targets: ids.into_iter().map(|(id, _)| id).collect(),
+            admin: admin_listener.as_ref().map(|(a, _)| *a),
             shared,
             responder: Mutex::new(responder),
             service: Some(service),
             opts: opts.clone(),
             running: Mutex::new((plan.key, plan.listen, plan.timeout)),
-        })
+            admin_thread: None,
+            ctx: ctx.clone(),
+        };
+        if let Some((_, l)) = admin_listener {
+            daemon.admin_thread = Some(admin::start(l, ctx)?);
+        }
+        Ok(daemon)
     }
 
     /// Checks a new config for this probe's POP and builds its targets, without
@@ -353,6 +396,13 @@ impl ProbeDaemon {
                 Err(e) => result = Err(e),
             }
             latency = Some(responder.as_ref().map(Responder::stats_handle));
+            if let Some(l) = &latency {
+                *self
+                    .ctx
+                    .latency
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = l.clone();
+            }
         }
         *self
             .shared
@@ -363,26 +413,7 @@ impl ProbeDaemon {
     }
 
     pub fn stats(&self) -> ProbeStats {
-        let st = lock(&self.shared.state);
-        ProbeStats {
-            pop: self.pop.clone(),
-            targets: st
-                .ids
-                .iter()
-                .zip(&st.health)
-                .map(|((id, kind), h)| h.snapshot(id, kind))
-                .collect(),
-            engine: st.engine,
-            reports_sent: self.shared.reports_sent.load(Ordering::Relaxed),
-            report_errors: self.shared.report_errors.load(Ordering::Relaxed),
-            load: st.load,
-            latency: self
-                .responder
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .as_ref()
-                .map(Responder::stats),
-        }
+        self.ctx.stats()
     }
 
     /// Stops both threads.
@@ -393,6 +424,9 @@ impl ProbeDaemon {
     fn shutdown(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.service.take() {
+            let _ = t.join();
+        }
+        if let Some(t) = self.admin_thread.take() {
             let _ = t.join();
         }
         let r = self

@@ -7,6 +7,7 @@
 //! entries, [`load`] measures this box and its cache, and [`responder`] answers latency
 //! requests.
 
+mod admin;
 pub mod check;
 pub mod daemon;
 pub mod engine;
