@@ -25,6 +25,21 @@ pub use validate::{MAX_ANSWERS, MAX_TTL, MAX_VIEWS, validate};
 /// and the demo customer (`www.demo.example` dynamic, `static.demo.example` static).
 pub const DEMO_TOML: &str = include_str!("../../examples/single-pop.toml");
 
+/// [`DEMO_TOML`] without its log server (`[logs]`, `[[log_servers]]` and the POP's
+/// `log_server`), for tests and configs that bring their own.
+pub fn demo_without_logs() -> String {
+    let cut = DEMO_TOML
+        .find("\n# The log server:")
+        .unwrap_or(DEMO_TOML.len());
+    DEMO_TOML[..cut]
+        .replace(
+            "# Its records go to this log server (found as log.local.popnet.example in popnet's DNS).\n",
+            "",
+        )
+        .replace("log_server = \"main\"\n", "")
+        + "\n"
+}
+
 impl Config {
     /// Parses and validates a config. `origin` names the source in error messages (a
     /// file path, or `<built-in demo>`).

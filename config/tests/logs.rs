@@ -12,16 +12,11 @@ fn problems(text: &str) -> Vec<String> {
     }
 }
 
-/// The demo config without its log server (its `[logs]`, `[[log_servers]]` and the POP's
-/// `log_server`), for tests that add their own.
+/// The demo config without its log server, checked to be so.
 fn demo_without_logs() -> String {
-    let demo = popnet_config::DEMO_TOML;
-    let cut = demo
-        .find("\n# The log server:")
-        .expect("the demo's log server section");
-    let text = demo[..cut].replace("log_server = \"main\"\n", "");
+    let text = popnet_config::demo_without_logs();
     assert!(!text.contains("[logs]") && !text.contains("log_server"));
-    text + "\n"
+    text
 }
 
 fn has(ps: &[String], path: &str, text: &str) {
@@ -67,6 +62,17 @@ customers = ["demo"]
     has(&ps, "logs.batch_records", "use 1 to 100000");
     has(&ps, "logs.batch_interval", "between 10 ms and 5 minutes");
     has(&ps, "logs.spool_max_bytes", "at least 1048576");
+}
+
+#[test]
+fn the_demo_has_a_log_server_and_loads_without_it() {
+    let demo = Config::demo();
+    assert_eq!(demo.pops[0].log_server.as_deref(), Some("main"));
+    assert_eq!(demo.log_servers.len(), 1);
+    assert_eq!(demo.log_servers[0].customers, vec!["demo".to_string()]);
+    let bare = Config::from_toml(&demo_without_logs(), "bare").unwrap();
+    assert!(bare.log_servers.is_empty() && bare.logs.key.is_none());
+    assert_eq!(bare.pops[0].log_server, None);
 }
 
 #[test]

@@ -124,3 +124,164 @@ pub fn start(
             }
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::sync::Mutex;
+
+    use dns_wire::{Edns, Message, Name, Question, RClass, RType};
+    use popnet_config::Config;
+
+    use super::*;
+    use crate::answer::AnswerTable;
+    use crate::metrics::MetricsTable;
+    use crate::respond::{Transport, respond};
+    use crate::selector::Selector;
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<u8>>);
+
+    impl LineSink for Collect {
+        fn write_lines(&self, lines: &[u8]) {
+            self.0.lock().unwrap().extend_from_slice(lines);
+        }
+    }
+
+    impl Collect {
+        fn take(&self) -> Vec<DnsRecord> {
+            let raw = std::mem::take(&mut *self.0.lock().unwrap());
+            String::from_utf8(raw)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        }
+    }
+
+    fn table(cfg: &Config) -> AnswerTable {
+        let cat = Arc::new(Catalog::compile(cfg).unwrap());
+        let metrics = MetricsTable::new(
+            cfg.probes.report_key.as_bytes(),
+            5_000,
+            cat.servers.iter().map(|s| s.id.clone()),
+            Vec::new(),
+        );
+        let mut sel = Selector::new(&cat, cfg.probes.recovery);
+        sel.reselect(&cat, &metrics, std::time::Instant::now(), unix_ms());
+        AnswerTable::build(cat, sel.selections().clone(), Default::default(), 1)
+    }
+
+    fn ask(t: &AnswerTable, name: &str, qtype: RType, n: usize) {
+        let mut m = Message::default();
+        m.questions.push(Question {
+            name: Name::from_ascii(name).unwrap(),
+            qtype,
+            qclass: RClass::IN,
+        });
+        m.additionals.push(Edns::default().to_record());
+        let q = m.encode();
+        let src: IpAddr = [127, 0, 0, 1].into();
+        let mut out = Vec::new();
+        for _ in 0..n {
+            respond(t, 1232, &q, src, Transport::Udp, &mut out);
+        }
+    }
+
+    /// (domain, view, type, server, kind) → answers.
+    fn sum(recs: &[DnsRecord]) -> std::collections::BTreeMap<String, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        for r in recs {
+            assert_eq!((r.pop.as_str(), r.customer.as_str()), ("local", "demo"));
+            assert!(r.from_ms <= r.ts_ms);
+            let k = format!(
+                "{} {} {} {} {}",
+                r.domain, r.view, r.qtype, r.server, r.server_kind
+            );
+            *out.entry(k).or_default() += r.answers;
+        }
+        out
+    }
+
+    #[test]
+    fn answers_are_counted_per_domain_view_type_and_server_and_drained_once() {
+        let cfg = Config::demo();
+        let t = table(&cfg);
+        let sink = Arc::new(Collect::default());
+        let mut log = DnsLog::new("local".into(), sink.clone(), t.catalog.clone());
+        ask(&t, "www.demo.example", RType::A, 3);
+        // A CNAME to a balanced name counts for the name it leads to.
+        ask(&t, "images.demo.example", RType::A, 2);
+        ask(&t, "static.demo.example", RType::AAAA, 1);
+        // No address handed out: not ours, no such name, a type without addresses.
+        ask(&t, "www.example.com", RType::A, 1);
+        ask(&t, "nothing.demo.example", RType::A, 1);
+        ask(&t, "demo.example", RType::TXT, 1);
+        assert_eq!(log.drain(&t.catalog), 6);
+        let got = sum(&sink.take());
+        let server = |name: &str, f: crate::catalog::Family| {
+            let d = t
+                .catalog
+                .domains
+                .iter()
+                .position(|d| d.name == Name::from_ascii(name).unwrap())
+                .unwrap();
+            let view = t.view_of([127, 0, 0, 1].into(), false).view;
+            let s = t.selections.get(d, view, f)[0];
+            t.catalog.servers[s].id.clone()
+        };
+        let www = server("www.demo.example", Family::V4);
+        let st4 = server("static.demo.example", Family::V4);
+        let st6 = server("static.demo.example", Family::V6);
+        let kind = |id: &str| {
+            if id.contains('/') {
+                "origin"
+            } else {
+                "pop-cache"
+            }
+        };
+        let mut want = std::collections::BTreeMap::new();
+        for (k, n) in [
+            (
+                format!("www.demo.example loopback A {www} {}", kind(&www)),
+                3,
+            ),
+            (
+                format!("static.demo.example loopback A {st4} {}", kind(&st4)),
+                2,
+            ),
+            (
+                format!("static.demo.example loopback AAAA {st6} {}", kind(&st6)),
+                1,
+            ),
+        ] {
+            *want.entry(k).or_default() += n;
+        }
+        assert_eq!(got, want);
+        // Drained once: nothing new, nothing written.
+        assert_eq!(log.drain(&t.catalog), 0);
+        assert!(sink.take().is_empty());
+    }
+
+    #[test]
+    fn answers_counted_on_a_replaced_catalog_are_still_drained() {
+        let cfg = Config::demo();
+        let old = table(&cfg);
+        let sink = Arc::new(Collect::default());
+        let mut log = DnsLog::new("local".into(), sink.clone(), old.catalog.clone());
+        let new = table(&cfg);
+        assert!(!Arc::ptr_eq(&old.catalog, &new.catalog));
+        // A worker still on the old table, and one on the new.
+        ask(&old, "www.demo.example", RType::A, 2);
+        ask(&new, "www.demo.example", RType::A, 1);
+        assert_eq!(log.drain(&new.catalog), 3);
+        ask(&old, "www.demo.example", RType::A, 4);
+        assert_eq!(log.drain(&new.catalog), 4);
+        assert_eq!(sink.take().iter().map(|r| r.answers).sum::<u64>(), 7);
+        // After a few drains the old catalog is let go.
+        for _ in 0..RETIRED_DRAINS {
+            log.drain(&new.catalog);
+        }
+        assert!(log.retired.is_empty());
+    }
+}

@@ -10,7 +10,7 @@ use popnet_config::Config;
 const TOKEN: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90";
 
 fn config() -> Config {
-    let text = popnet_config::DEMO_TOML.replace(
+    let text = popnet_config::demo_without_logs().replace(
         "name = \"local\"\nregion = \"local\"\n",
         "name = \"local\"\nregion = \"local\"\nlog_server = \"main\"\n",
     ) + &format!(

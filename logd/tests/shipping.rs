@@ -14,7 +14,7 @@ use popnet_config::Config;
 const KEY_HEX: &str = "00112233445566778899aabbccddeeff";
 
 fn config() -> Config {
-    let text = popnet_config::DEMO_TOML.replace(
+    let text = popnet_config::demo_without_logs().replace(
         "name = \"local\"\nregion = \"local\"\n",
         "name = \"local\"\nregion = \"local\"\nlog_server = \"main\"\n",
     ) + &format!(

@@ -225,7 +225,7 @@ mod tests {
     use super::*;
 
     fn cfg() -> Config {
-        let text = popnet_config::DEMO_TOML.to_string()
+        let text = popnet_config::demo_without_logs()
             + r#"
 [logs]
 key = "00112233445566778899aabbccddeeff"
