@@ -774,9 +774,15 @@ fn probe_results_of_a_real_probe_reach_logd_and_add_up_to_the_checks_made() {
     assert!(o_rounds >= 5 && t_rounds >= 5, "{o_rounds} {t_rounds}");
     assert_eq!(failures("demo/o"), 0.0);
     assert_eq!(failures("t"), t_rounds as f64);
-    assert!(
-        sample(&m, "popnet_logship_records_total", &[("source", "t/probe")])
-            >= (o_rounds + t_rounds) as f64
+    // A round's record is handed to the shipper at the probe's next 100 ms flush.
+    wait_for(
+        "the probe's shipper to take every round /metrics counted",
+        Duration::from_secs(30),
+        || {
+            let m = scrape(probe_admin);
+            sample(&m, "popnet_logship_records_total", &[("source", "t/probe")])
+                >= (o_rounds + t_rounds) as f64
+        },
     );
     wait_for(
         "logd to hold what /metrics counted",
