@@ -57,7 +57,7 @@ fn jitter_spreads_first_probes_over_the_interval_deterministically() {
         start,
     )
     .unwrap();
-    run(&mut e, Duration::from_millis(1100));
+    run(&mut e, Duration::from_millis(1500));
     let firsts: Vec<Duration> = servers
         .iter()
         .map(|s| {
@@ -65,11 +65,11 @@ fn jitter_spreads_first_probes_over_the_interval_deterministically() {
             at.duration_since(start)
         })
         .collect();
-    // Each first probe came at its target's offset (±150 ms for a busy box)...
+    // Each first probe came at its target's offset (up to 400 ms late on a busy box)...
     for (i, (got, want)) in firsts.iter().zip(&offsets).enumerate() {
         let diff = got.as_millis() as i64 - want.as_millis() as i64;
         assert!(
-            (-5..150).contains(&diff),
+            (-5..400).contains(&diff),
             "target {i}: at {got:?}, offset {want:?}"
         );
     }
