@@ -559,7 +559,11 @@ pub struct LogServer {
     /// Bearer token required by the admin listener; none = open (loopback only).
     #[serde(default)]
     pub admin_token: Option<Secret>,
-    /// Directory of the rollup database and the raw records.
+    /// Listener of NetView, the web UI (HTTP, loopback or behind a TLS proxy); none = no UI
+    /// on this log server. Its users are in `<data_dir>/netview-users.toml`.
+    #[serde(default)]
+    pub netview: Option<SocketAddr>,
+    /// Directory of the rollup database, the raw records and NetView's users.
     #[serde(default = "defaults::log_data_dir")]
     pub data_dir: std::path::PathBuf,
     /// Minute rollups older than this are deleted (hour rollups are kept).

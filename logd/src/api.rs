@@ -301,6 +301,10 @@ pub fn metrics(ctx: &Ctx) -> String {
             &[("log_server", name), ("listener", "admin")],
             g(&ctx.admin_http.requests),
         );
+        f.sample(
+            &[("log_server", name), ("listener", "netview")],
+            g(&ctx.netview_http.requests),
+        );
     }
     {
         let mut f = m.counter(
@@ -311,7 +315,12 @@ pub fn metrics(ctx: &Ctx) -> String {
             &[("log_server", name), ("listener", "admin")],
             g(&ctx.admin_http.bad_requests),
         );
+        f.sample(
+            &[("log_server", name), ("listener", "netview")],
+            g(&ctx.netview_http.bad_requests),
+        );
     }
+    crate::netview::metrics(&mut m, name, &ctx.netview);
     if let Ok(streams) = ctx.store.streams() {
         let mut f = m.counter(
             "popnet_logd_stream_records_total",

@@ -1,14 +1,16 @@
-//! The log server (`popnet logd`): receives record batches, stores rollups and raw records per customer, bills, answers queries (NetView, the web UI, is not built yet).
+//! The log server (`popnet logd`): receives record batches, stores rollups and raw records per customer, bills, answers queries, serves NetView (the web UI).
 //!
 //! - [`ingest`]: the TCP listener for batches ([`logship::wire`]), acknowledging each
 //!   once it is durable;
 //! - [`store`]: SQLite rollups per minute and hour, raw records in zstd files per
 //!   customer and hour, exactly-once ingest, queries and bills;
-//! - [`api`]: the admin listener: JSON queries for popctl and `/metrics`.
+//! - [`api`]: the admin listener: JSON queries for popctl and `/metrics`;
+//! - [`netview`]: the web UI for customers and admins, on its own listener.
 
 pub mod api;
 pub mod http;
 pub mod ingest;
+pub mod netview;
 pub mod rollup;
 pub mod store;
 pub mod time;
@@ -33,7 +35,11 @@ pub struct LogdOptions {
     pub name: Option<String>,
     pub listen: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
+    /// NetView listener instead of the config's (`Some` also turns it on).
+    pub netview: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    /// NetView users file; default `<data_dir>/netview-users.toml`.
+    pub users: Option<PathBuf>,
 }
 
 /// Why the log server cannot start.
@@ -44,6 +50,8 @@ pub enum LogdError {
     Config(String),
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Auth(#[from] netview::auth::AuthError),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         addr: SocketAddr,
@@ -84,6 +92,8 @@ pub struct Ctx {
     pub store: Arc<Store>,
     pub ingest: Arc<IngestCounters>,
     pub admin_http: Arc<HttpCounters>,
+    pub netview_http: Arc<HttpCounters>,
+    pub netview: netview::Counters,
     pub started: Instant,
     pub token: Option<Vec<u8>>,
 }
@@ -119,6 +129,8 @@ pub struct Logd {
     pub name: String,
     pub listen: SocketAddr,
     pub admin: SocketAddr,
+    /// NetView's listener, when it runs.
+    pub netview: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub ctx: Arc<Ctx>,
     stop: Arc<AtomicBool>,
@@ -149,12 +161,18 @@ impl Logd {
         let store = Arc::new(Store::open(&data_dir, Scope::of(cfg, &me.name))?);
         let (ingest_l, listen) = bind(opts.listen.unwrap_or(me.address), "record batches")?;
         let (admin_l, admin) = bind(opts.admin.unwrap_or(me.admin), "admin")?;
+        let netview_l = match opts.netview.or(me.netview) {
+            Some(a) => Some(bind(a, "NetView")?),
+            None => None,
+        };
         let ctx = Arc::new(Ctx {
             name: me.name.clone(),
             cfg: RwLock::new(Arc::new(cfg.clone())),
             store: store.clone(),
             ingest: Arc::new(IngestCounters::default()),
             admin_http: Arc::new(HttpCounters::default()),
+            netview_http: Arc::new(HttpCounters::default()),
+            netview: netview::Counters::default(),
             started: Instant::now(),
             token: me.admin_token.as_ref().map(|t| t.as_bytes().to_vec()),
         });
@@ -170,6 +188,22 @@ impl Logd {
             )
             .map_err(LogdError::Thread)?,
         );
+        let netview = match netview_l {
+            Some((l, addr)) => {
+                let users = opts
+                    .users
+                    .clone()
+                    .unwrap_or_else(|| data_dir.join(netview::USERS_FILE));
+                let nv = Arc::new(netview::NetView::new(ctx.clone(), &users)?);
+                let h: http::Handler = Arc::new(move |r| nv.handle(r));
+                threads.push(
+                    http::serve("netview", l, h, ctx.netview_http.clone(), stop.clone())
+                        .map_err(LogdError::Thread)?,
+                );
+                Some(addr)
+            }
+            None => None,
+        };
         let api_ctx = ctx.clone();
         let h: http::Handler = Arc::new(move |r| api::handle(&api_ctx, r));
         threads.push(
@@ -210,6 +244,7 @@ impl Logd {
             name: me.name,
             listen,
             admin,
+            netview,
             data_dir,
             ctx,
             stop,

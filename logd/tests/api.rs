@@ -59,6 +59,7 @@ fn queries_need_the_token_and_bad_ones_say_what_to_do() {
             listen: Some("127.0.0.1:0".parse().unwrap()),
             admin: Some("127.0.0.1:0".parse().unwrap()),
             data_dir: Some(d.path().to_path_buf()),
+            ..LogdOptions::default()
         },
     )
     .unwrap();

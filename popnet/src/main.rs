@@ -51,6 +51,8 @@ enum Role {
     /// part in two-phase pushes down the tree the config describes, fetches a commit it
     /// missed from its parent, and tells local daemons (`--configd` socket, SIGHUP).
     Configd(ConfigdArgs),
+    /// Add or remove a NetView user (the log server's web UI) in its users file.
+    NetviewUser(NetviewUserArgs),
     /// Attach a pass-everything XDP program to IFACE until stopped. Run it on the peer of a
     /// veth whose other end has the DNS fast path: native XDP on a veth delivers XDP_TX
     /// replies only to a peer that runs XDP too.
@@ -116,6 +118,42 @@ struct LogdArgs {
     /// Keep the rollup database and raw records here instead of the config's `data_dir`.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Serve NetView, the web UI, here (instead of the config's `netview`, or turned on).
+    #[arg(long, value_name = "ADDR")]
+    netview: Option<SocketAddr>,
+    /// NetView's users file; default `<data_dir>/netview-users.toml`.
+    #[arg(long, value_name = "FILE")]
+    users: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct NetviewUserArgs {
+    /// The users file, e.g. `<data_dir>/netview-users.toml` of the log server.
+    #[arg(long, value_name = "FILE")]
+    users: PathBuf,
+    #[command(subcommand)]
+    action: NetviewUserAction,
+}
+
+#[derive(Subcommand)]
+enum NetviewUserAction {
+    /// Add a user (or replace one of the same name); the password is read from the
+    /// first line of stdin (at least 10 characters) and stored as an argon2id hash.
+    Add {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Sees every customer, POP and the whole network.
+        #[arg(long, conflicts_with = "customer")]
+        admin: bool,
+        /// Sees this customer's pages only.
+        #[arg(long, value_name = "CUSTOMER", required_unless_present = "admin")]
+        customer: Option<String>,
+    },
+    /// Remove a user.
+    Remove {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
 }
 
 #[derive(Args)]
@@ -415,8 +453,45 @@ fn start_cache(cfg: &Config, opts: &CacheOptions) -> Result<Cache> {
     Ok(Cache { server: s, shipper })
 }
 
+fn netview_user(a: &NetviewUserArgs) -> Result<()> {
+    use logd::netview::auth::{Role as UserRole, add_user, remove_user};
+    match &a.action {
+        NetviewUserAction::Add {
+            name,
+            admin,
+            customer,
+        } => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("cannot read the password from stdin")?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            let role = if *admin {
+                UserRole::Admin
+            } else {
+                UserRole::Customer
+            };
+            add_user(&a.users, name, role, customer.as_deref(), password)
+                .with_context(|| format!("cannot add NetView user {name:?}"))?;
+            eprintln!("NetView user {name:?} saved in {}", a.users.display());
+        }
+        NetviewUserAction::Remove { name } => {
+            let removed = remove_user(&a.users, name)
+                .with_context(|| format!("cannot remove NetView user {name:?}"))?;
+            if !removed {
+                anyhow::bail!("{} has no user named {name:?}", a.users.display());
+            }
+            eprintln!("NetView user {name:?} removed from {}", a.users.display());
+        }
+    }
+    Ok(())
+}
+
 fn start_logd(cfg: &Config, opts: &LogdOptions) -> Result<Logd> {
     let l = Logd::start(cfg, opts).context("cannot start the log server")?;
+    if let Some(nv) = l.netview {
+        tracing::info!(netview = %format!("http://{nv}"), "logd: NetView serving");
+    }
     tracing::info!(
         name = %l.name,
         listen = %l.listen,
@@ -535,6 +610,8 @@ fn run(cli: Cli) -> Result<()> {
                     listen: a.listen,
                     admin: a.admin,
                     data_dir: a.data_dir,
+                    netview: a.netview,
+                    users: a.users,
                 },
             )?;
             let sig = wait_for_signal()?;
@@ -557,6 +634,7 @@ fn run(cli: Cli) -> Result<()> {
             tracing::info!(signal = sig, "stopping");
             d.stop();
         }
+        Role::NetviewUser(a) => netview_user(&a)?,
         Role::XdpPass { iface, xdp_mode } => {
             let prog = dns_fastpath::xdp::PassProgram::attach(&iface, xdp_mode)
                 .with_context(|| format!("cannot attach the pass program to {iface}"))?;
