@@ -1,0 +1,1072 @@
+//! NetView end to end: real `popnet dns`, `popnet cache` and `popnet logd --netview` processes; login, CSRF, isolation between customers, hostile input and purges over raw HTTP sockets and curl, and a customer driving the real pages in headless Chromium (DevTools protocol) whose screenshot shows the chart.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cache_engine::demo_origin::DemoOrigin;
+
+const DEMO_HOST: &str = "static.demo.example";
+const OTHER_HOST: &str = "static.other.example";
+const ALICE: (&str, &str) = ("alice", "alice's long password");
+const BOB: (&str, &str) = ("bob", "bob's long password!");
+const ROOT: (&str, &str) = ("root", "the admin's password");
+/// The chart colours of hits and misses (logd/src/netview/chart.rs).
+const HIT_RGB: [u8; 3] = [0x2b, 0x8a, 0x3e];
+const MISS_RGB: [u8; 3] = [0xe8, 0x59, 0x0c];
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn local(port: u16) -> SocketAddr {
+    ([127, 0, 0, 1], port).into()
+}
+
+/// A one-POP network: customers "demo" and "other" (both served by the cache from one
+/// demo origin), the log server "main" keeping both, with NetView on.
+struct Net {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    users: PathBuf,
+    dns_admin: SocketAddr,
+    cache_http: SocketAddr,
+    cache_admin: SocketAddr,
+    logd_admin: SocketAddr,
+    netview: SocketAddr,
+}
+
+impl Net {
+    fn new(origin: SocketAddr) -> Net {
+        let dir = tempfile::tempdir().unwrap();
+        let dns = local(free_port());
+        let dns_admin = local(free_port());
+        let cache_http = local(free_port());
+        let cache_admin = local(free_port());
+        let logd = local(free_port());
+        let logd_admin = local(free_port());
+        let netview = local(free_port());
+        let text = format!(
+            r#"
+[network]
+name = "netview-test"
+version = 1
+zone = "popnet.example"
+
+[probes]
+report_key = "b931d3d715699ac5770f3adaa5de1107460e972c72dfc63c6498486c5ae09ce5"
+
+[logs]
+key = "4f1e0c2b9a8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f"
+spool_dir = "{spool}"
+batch_interval = "100ms"
+
+[[pops]]
+name = "t"
+region = "local"
+log_server = "main"
+[pops.dns]
+listen = ["{dns}"]
+reports = "127.0.0.1:0"
+admin = "{dns_admin}"
+[pops.cache]
+addresses = ["127.0.0.1"]
+listen = ["{cache_http}"]
+admin = "{cache_admin}"
+
+[[customers]]
+name = "demo"
+fee_per_gb = 0.5
+zones = ["demo.example"]
+[[customers.origins]]
+name = "o"
+addresses = ["{oip}"]
+port = {oport}
+[[customers.domains]]
+name = "static.demo.example"
+kind = "static"
+
+[[customers]]
+name = "other"
+fee_per_gb = 0.7
+zones = ["other.example"]
+[[customers.origins]]
+name = "o"
+addresses = ["{oip}"]
+port = {oport}
+[[customers.domains]]
+name = "static.other.example"
+kind = "static"
+
+[[log_servers]]
+name = "main"
+address = "{logd}"
+admin = "{logd_admin}"
+netview = "{netview}"
+customers = ["demo", "other"]
+data_dir = "{data}"
+"#,
+            spool = dir.path().join("spool").display(),
+            data = dir.path().join("logd").display(),
+            oip = origin.ip(),
+            oport = origin.port(),
+        );
+        let config = dir.path().join("popnet.toml");
+        std::fs::write(&config, text).unwrap();
+        let users = dir.path().join("logd").join("netview-users.toml");
+        Net {
+            dir,
+            config,
+            users,
+            dns_admin,
+            cache_http,
+            cache_admin,
+            logd_admin,
+            netview,
+        }
+    }
+
+    fn cfg(&self) -> &str {
+        self.config.to_str().unwrap()
+    }
+
+    /// Adds a NetView user with `popnet netview-user add`, the password on stdin.
+    fn add_user(&self, (name, password): (&str, &str), customer: Option<&str>) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_popnet"));
+        cmd.args([
+            "netview-user",
+            "--users",
+            self.users.to_str().unwrap(),
+            "add",
+            name,
+        ]);
+        match customer {
+            Some(c) => cmd.args(["--customer", c]),
+            None => cmd.arg("--admin"),
+        };
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "netview-user add {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// dns, logd (with NetView) and cache, each up; users alice (demo), bob (other) and
+    /// root (admin).
+    fn start(&self) -> Vec<Proc> {
+        self.add_user(ALICE, Some("demo"));
+        self.add_user(BOB, Some("other"));
+        self.add_user(ROOT, None);
+        let log = |n: &str| self.dir.path().join(n);
+        let dns = Proc::start(
+            &["dns", "--config", self.cfg()],
+            self.dns_admin,
+            &log("dns.log"),
+        );
+        let logd = Proc::start(
+            &["logd", "--config", self.cfg()],
+            self.netview,
+            &log("logd.log"),
+        );
+        let cache = Proc::start(
+            &["cache", "--config", self.cfg(), "--workers", "2"],
+            self.cache_admin,
+            &log("cache.log"),
+        );
+        vec![dns, logd, cache]
+    }
+
+    /// Requests `paths` of `host` through the cache and waits until logd has them all.
+    fn traffic(&self, host: &str, customer: &str, paths: &[String]) -> Vec<Seen> {
+        let before = self.logged(customer);
+        let seen = curl(self.cache_http, host, paths);
+        let want = before + paths.len() as u64;
+        wait_for("the requests in logd", Duration::from_secs(60), || {
+            self.logged(customer) >= want
+        });
+        seen
+    }
+
+    /// Requests of `customer` logd has in its rollups for the last hour.
+    fn logged(&self, customer: &str) -> u64 {
+        let (status, body) = http(
+            self.logd_admin,
+            "GET",
+            &format!("/api/stats?customer={customer}&since=1h"),
+            &[],
+            None,
+        )
+        .expect("logd admin answers");
+        assert_eq!(status.code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["total"]["requests"].as_u64().unwrap()
+    }
+}
+
+/// A `popnet` child process, killed on drop.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `popnet --log info <args>` and waits until `health`'s `/health` answers 200.
+    fn start(args: &[&str], health: SocketAddr, log: &Path) -> Proc {
+        let err = std::fs::File::create(log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_popnet"))
+            .args(["--log", "info"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("popnet runs");
+        let mut p = Proc {
+            child,
+            log: log.to_owned(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                panic!("popnet {args:?} exited ({status}):\n{}", p.log_text());
+            }
+            if http(health, "GET", "/health", &[], None).is_some_and(|(s, _)| s.code == 200) {
+                return p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "popnet {args:?} did not come up:\n{}",
+                p.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Status line and headers of a response.
+#[derive(Debug)]
+struct Head {
+    code: u16,
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `name=value` of every Set-Cookie.
+    fn cookies(&self) -> HashMap<String, String> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+            .filter_map(|(_, v)| {
+                let (kv, _) = v.split_once(';').unwrap_or((v, ""));
+                let (k, v) = kv.split_once('=')?;
+                Some((k.to_string(), v.to_string()))
+            })
+            .collect()
+    }
+}
+
+/// One request on a fresh connection, raw bytes on a socket.
+fn http_raw(addr: SocketAddr, request: &[u8]) -> Option<(Head, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    s.write_all(request).ok()?;
+    // Read to the end of the body: Content-Length if given (Chromium's DevTools server
+    // keeps the connection open), else to EOF.
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let n = match s.read(&mut chunk) {
+            Ok(n) => n,
+            Err(_) if !out.is_empty() => 0,
+            Err(_) => return None,
+        };
+        out.extend_from_slice(&chunk[..n]);
+        if let Some(i) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&out[..i]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if len.is_some_and(|l| out.len() >= i + 4 + l) {
+                break;
+            }
+        }
+        if n == 0 {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.lines();
+    let code = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect();
+    Some((Head { code, headers }, body.to_string()))
+}
+
+/// One request with cookies and an optional form body.
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    cookies: &[(&str, &str)],
+    form: Option<&str>,
+) -> Option<(Head, String)> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if !cookies.is_empty() {
+        let c: Vec<String> = cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        req.push_str(&format!("Cookie: {}\r\n", c.join("; ")));
+    }
+    if let Some(f) = form {
+        req.push_str(&format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            f.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(form.unwrap_or(""));
+    http_raw(addr, req.as_bytes())
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The value of the hidden `csrf` input of a page.
+fn csrf_of(page: &str) -> String {
+    let i = page
+        .find("name=\"csrf\" value=\"")
+        .unwrap_or_else(|| panic!("no CSRF field in {page}"));
+    let rest = &page[i + 19..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+/// A logged-in session: its cookie and its CSRF token.
+struct Session {
+    cookie: String,
+    csrf: String,
+}
+
+/// Logs in through the login form as a browser would (its pre-login cookie and token).
+fn login(nv: SocketAddr, (user, password): (&str, &str)) -> Session {
+    let (h, page) = http(nv, "GET", "/login", &[], None).unwrap();
+    assert_eq!(h.code, 200);
+    let pre = h.cookies()["nv_login"].clone();
+    let form = format!(
+        "csrf={}&user={}&password={}",
+        csrf_of(&page),
+        enc(user),
+        enc(password)
+    );
+    let (h, body) = http(nv, "POST", "/login", &[("nv_login", &pre)], Some(&form)).unwrap();
+    assert_eq!(h.code, 303, "login of {user}: {body}");
+    let cookie = h.cookies()["nv_session"].clone();
+    let (h, page) = http(nv, "GET", "/network", &[("nv_session", &cookie)], None).unwrap();
+    assert_eq!(h.code, 200, "{page}");
+    Session {
+        csrf: csrf_of(&page),
+        cookie,
+    }
+}
+
+impl Session {
+    fn get(&self, nv: SocketAddr, path: &str) -> (Head, String) {
+        http(nv, "GET", path, &[("nv_session", &self.cookie)], None).unwrap()
+    }
+
+    fn post(&self, nv: SocketAddr, path: &str, form: &str) -> (Head, String) {
+        http(
+            nv,
+            "POST",
+            path,
+            &[("nv_session", &self.cookie)],
+            Some(form),
+        )
+        .unwrap()
+    }
+}
+
+/// What curl saw of one response.
+#[derive(Debug)]
+struct Seen {
+    status: u16,
+    x_cache: String,
+}
+
+/// Fetches every path from the cache with one curl run.
+fn curl(http: SocketAddr, host: &str, paths: &[String]) -> Vec<Seen> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "60", "-H", &format!("Host: {host}")])
+        .args(["-w", "%{http_code} %header{x-cache}\\n"]);
+    for p in paths {
+        cmd.args(["-o", "/dev/null", &format!("http://{http}{p}")]);
+    }
+    let out = cmd.output().expect("curl runs");
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let seen: Vec<Seen> = text
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Seen {
+                status: f[0].parse().unwrap(),
+                x_cache: f.get(1).unwrap_or(&"").to_string(),
+            }
+        })
+        .collect();
+    assert_eq!(seen.len(), paths.len(), "curl wrote {text}");
+    seen
+}
+
+fn x_cache(net: &Net, host: &str, path: &str) -> String {
+    let s = curl(net.cache_http, host, &[path.to_string()]);
+    assert_eq!(s[0].status, 200);
+    s[0].x_cache.clone()
+}
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !ok() {
+        assert!(
+            t.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Ten objects of each customer fetched twice: ten misses, then ten hits.
+fn make_traffic(net: &Net) {
+    let paths: Vec<String> = (1..=10).map(|i| format!("/obj/{i}k")).collect();
+    for (host, customer) in [(DEMO_HOST, "demo"), (OTHER_HOST, "other")] {
+        let mut seen = net.traffic(host, customer, &paths);
+        seen.extend(net.traffic(host, customer, &paths));
+        let hits = seen.iter().filter(|s| s.x_cache.starts_with("HIT")).count();
+        assert_eq!(hits, 10, "{seen:?}");
+    }
+}
+
+#[test]
+fn netview_login_csrf_isolation_hostile_input_and_purge() {
+    let origin = DemoOrigin::start(&["127.0.0.1:0".parse().unwrap()]).unwrap();
+    let net = Net::new(origin.addrs[0]);
+    let _procs = net.start();
+    make_traffic(&net);
+    let nv = net.netview;
+
+    // Logged out: pages redirect to the login form, posts are refused.
+    let (h, _) = http(nv, "GET", "/c/demo", &[], None).unwrap();
+    assert_eq!((h.code, h.header("location")), (303, Some("/login")));
+    let (h, _) = http(nv, "POST", "/c/demo/purge", &[], Some("url=x")).unwrap();
+    assert_eq!(h.code, 401);
+    // A made-up session cookie is no session.
+    let fake = "ab".repeat(32);
+    for bad in [fake.as_str(), "x", "%00;;=", &"z".repeat(5000)] {
+        let (h, _) = http(nv, "GET", "/c/demo", &[("nv_session", bad)], None).unwrap();
+        assert_eq!(h.code, 303, "cookie {bad:?}");
+    }
+
+    // Login: the form's token must match its pre-login cookie; wrong passwords fail.
+    let (h, page) = http(nv, "GET", "/login", &[], None).unwrap();
+    let pre = h.cookies()["nv_login"].clone();
+    let token = csrf_of(&page);
+    assert_eq!(token, pre);
+    let form = |user: &str, pw: &str, csrf: &str| {
+        format!("csrf={csrf}&user={}&password={}", enc(user), enc(pw))
+    };
+    let (h, body) = http(
+        nv,
+        "POST",
+        "/login",
+        &[],
+        Some(&form(ALICE.0, ALICE.1, &token)),
+    )
+    .unwrap();
+    assert_eq!(h.code, 403, "no pre-login cookie: {body}");
+    let other_token = "0".repeat(64);
+    let (h, _) = http(
+        nv,
+        "POST",
+        "/login",
+        &[("nv_login", &pre)],
+        Some(&form(ALICE.0, ALICE.1, &other_token)),
+    )
+    .unwrap();
+    assert_eq!(h.code, 403, "token and cookie differ");
+    let (h, body) = http(
+        nv,
+        "POST",
+        "/login",
+        &[("nv_login", &pre)],
+        Some(&form(ALICE.0, "wrong password", &token)),
+    )
+    .unwrap();
+    assert_eq!(h.code, 401);
+    assert!(body.contains("Wrong user name or password"), "{body}");
+    assert!(!h.cookies().contains_key("nv_session"));
+    let (h, _) = http(
+        nv,
+        "POST",
+        "/login",
+        &[("nv_login", &pre)],
+        Some(&form("mallory", ALICE.1, &token)),
+    )
+    .unwrap();
+    assert_eq!(h.code, 401);
+
+    let alice = login(nv, ALICE);
+    let bob = login(nv, BOB);
+    let root = login(nv, ROOT);
+    assert_ne!(alice.csrf, bob.csrf);
+
+    // Alice's own pages: graphs with her traffic, her bill.
+    let (h, page) = alice.get(nv, "/");
+    assert_eq!((h.code, h.header("location")), (303, Some("/c/demo")));
+    for range in ["hour", "day", "month"] {
+        let (h, page) = alice.get(nv, &format!("/c/demo?range={range}"));
+        assert_eq!(h.code, 200, "{page}");
+        assert!(h.header("content-security-policy").is_some());
+        for chart in ["traffic-requests", "traffic-bytes", "traffic-pops"] {
+            assert!(
+                page.contains(&format!("id=\"{chart}\"")),
+                "{range}: {chart}"
+            );
+        }
+        // 20 requests: 10 hits and 10 misses, drawn as bars in the hit and miss colours.
+        assert!(page.contains("data-total=\"20\""), "{range}: {page}");
+        assert!(page.contains("fill=\"#2b8a3e\"><title>hits: "), "{range}");
+        assert!(page.contains("fill=\"#e8590c\"><title>misses: "), "{range}");
+        assert!(!page.contains("static.other.example"));
+    }
+    let _ = page;
+    let (h, bill) = alice.get(nv, "/c/demo/bill");
+    assert_eq!(h.code, 200, "{bill}");
+    let api_bill: serde_json::Value = {
+        let (_, b) = http(net.logd_admin, "GET", "/api/bill?customer=demo", &[], None).unwrap();
+        serde_json::from_str(&b).unwrap()
+    };
+    let bytes = api_bill["bytes"].as_u64().unwrap();
+    assert!(bytes > 20 * 1000, "{api_bill}");
+    let grouped = {
+        let s = bytes.to_string();
+        let mut o = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i).is_multiple_of(3) {
+                o.push('\u{202f}');
+            }
+            o.push(c);
+        }
+        o
+    };
+    assert!(
+        bill.contains(&grouped),
+        "bill shows {grouped} bytes: {bill}"
+    );
+    assert!(bill.contains("id=\"bill\""));
+    let (h, _) = alice.get(nv, "/c/demo/bill?month=2026-13");
+    assert_eq!(h.code, 400);
+    let (h, _) = alice.get(nv, "/c/demo/bill?month=<script>");
+    assert_eq!(h.code, 400);
+
+    // Another customer's pages, bill and purge are the same 404 as a customer that does
+    // not exist; admin pages too. Path tricks do not get around it.
+    let (h, missing) = alice.get(nv, "/c/nosuch");
+    assert_eq!(h.code, 404);
+    for path in [
+        "/c/other",
+        "/c/other?range=day",
+        "/c/other/bill",
+        "/c/other/bill?month=2026-01",
+        "/c/demo/../other",
+        "/c/demo%2F..%2Fother",
+        "/c//other",
+        "/c/OTHER",
+        "/admin",
+        "/pop/t",
+        "/c/demo/nosuch",
+    ] {
+        let (h, body) = alice.get(nv, path);
+        assert_eq!(h.code, 404, "{path}: {body}");
+        assert_eq!(body, missing, "{path}");
+        assert!(!body.contains("static.other.example"));
+    }
+    let (h, body) = alice.post(
+        nv,
+        "/c/other/purge",
+        &format!(
+            "csrf={}&url={}&scope=url",
+            alice.csrf,
+            enc("http://static.other.example/obj/1k")
+        ),
+    );
+    assert_eq!(h.code, 404, "{body}");
+    // Bob's own pages work for Bob.
+    let (h, page) = bob.get(nv, "/c/other");
+    assert_eq!(h.code, 200);
+    assert!(page.contains("data-total=\"20\""));
+
+    // The admin: every customer, each POP, any customer's page.
+    let (h, page) = root.get(nv, "/admin");
+    assert_eq!(h.code, 200, "{page}");
+    assert!(page.contains("href=\"/c/demo\"") && page.contains("href=\"/c/other\""));
+    assert!(page.contains("data-total=\"40\""), "{page}");
+    let (h, page) = root.get(nv, "/pop/t?range=day");
+    assert_eq!(h.code, 200);
+    assert!(page.contains("data-total=\"40\""), "{page}");
+    let (h, _) = root.get(nv, "/pop/nosuch");
+    assert_eq!(h.code, 404);
+    let (h, page) = root.get(nv, "/c/other/bill");
+    assert_eq!(h.code, 200, "{page}");
+
+    // Purge forms: CSRF token required and checked per session.
+    let purge_form = |csrf: &str, url: &str| format!("csrf={csrf}&url={}&scope=url", enc(url));
+    let url1 = "http://static.demo.example/obj/1k";
+    for bad in ["", "0", bob.csrf.as_str()] {
+        let (h, _) = alice.post(nv, "/c/demo/purge", &purge_form(bad, url1));
+        assert_eq!(h.code, 403, "csrf {bad:?}");
+    }
+    let (h, _) = alice.post(nv, "/c/demo/purge", &format!("url={}", enc(url1)));
+    assert_eq!(h.code, 403);
+    // Still cached: nothing was purged by the refused forms.
+    assert!(x_cache(&net, DEMO_HOST, "/obj/1k").starts_with("HIT"));
+    assert!(x_cache(&net, OTHER_HOST, "/obj/1k").starts_with("HIT"));
+    // Names that are not Alice's, and URLs that are not URLs.
+    for url in [
+        "http://static.other.example/obj/1k",
+        "http://demo.example.evil.example/x",
+        "ftp://static.demo.example/x",
+        "static.demo.example/x",
+        "http://user@static.demo.example/x",
+        "http://static.demo.example/a b",
+        "",
+    ] {
+        let (h, body) = alice.post(nv, "/c/demo/purge", &purge_form(&alice.csrf, url));
+        assert_eq!(h.code, 400, "{url}: {body}");
+        assert!(body.contains("id=\"purge-result\""), "{body}");
+    }
+    assert!(x_cache(&net, OTHER_HOST, "/obj/1k").starts_with("HIT"));
+    // Hostile bodies: not a form, bad escapes, too big, chunked.
+    let (h, _) = http_raw(
+        nv,
+        format!(
+            "POST /c/demo/purge HTTP/1.1\r\nCookie: nv_session={}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}",
+            alice.cookie
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(h.code, 400);
+    let (h, _) = alice.post(nv, "/c/demo/purge", "csrf=%zz&url=%ff");
+    assert_eq!(h.code, 400);
+    // (Only the head is sent: the server refuses before reading the body.)
+    let (h, _) = http_raw(
+        nv,
+        format!(
+            "POST /c/demo/purge HTTP/1.1\r\nCookie: nv_session={}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000000\r\n\r\n",
+            alice.cookie
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(h.code, 413);
+    let (h, _) = http_raw(
+        nv,
+        b"POST /login HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(h.code, 411);
+    let (h, _) = http_raw(nv, b"GARBAGE\r\n\r\n").unwrap();
+    assert_eq!(h.code, 400);
+    let (h, _) = alice.get(nv, "/c/demo?range=%3Cscript%3E");
+    assert_eq!(h.code, 200, "an unknown range is the last hour");
+    let (h, _) = http(nv, "PUT", "/c/demo", &[("nv_session", &alice.cookie)], None).unwrap();
+    assert_eq!(h.code, 405);
+
+    // The purge: every POP cache drops the object; the next request is a miss, then a hit.
+    let (h, body) = alice.post(nv, "/c/demo/purge", &purge_form(&alice.csrf, url1));
+    assert_eq!(h.code, 200, "{body}");
+    assert!(body.contains("Purged"), "{body}");
+    assert!(x_cache(&net, DEMO_HOST, "/obj/1k").starts_with("MISS"));
+    assert!(x_cache(&net, DEMO_HOST, "/obj/1k").starts_with("HIT"));
+    assert!(x_cache(&net, DEMO_HOST, "/obj/2k").starts_with("HIT"));
+    assert!(x_cache(&net, OTHER_HOST, "/obj/1k").starts_with("HIT"));
+    // A prefix purge takes everything under it.
+    let (h, body) = alice.post(
+        nv,
+        "/c/demo/purge",
+        &format!(
+            "csrf={}&url={}&scope=prefix",
+            alice.csrf,
+            enc("http://static.demo.example/obj/")
+        ),
+    );
+    assert_eq!(h.code, 200, "{body}");
+    for p in ["/obj/2k", "/obj/3k"] {
+        assert!(x_cache(&net, DEMO_HOST, p).starts_with("MISS"), "{p}");
+    }
+    assert!(x_cache(&net, OTHER_HOST, "/obj/2k").starts_with("HIT"));
+
+    // The network page: the POP, its cache, and the DNS server's answers for Alice's names
+    // only; the admin sees everyone's.
+    let (h, page) = alice.get(nv, "/network");
+    assert_eq!(h.code, 200);
+    assert!(page.contains("id=\"pops\""), "{page}");
+    assert!(page.contains("id=\"servers-t\""), "{page}");
+    assert!(page.contains("id=\"selections-t\""), "{page}");
+    assert!(page.contains(">static.demo.example<"), "{page}");
+    assert!(!page.contains("static.other.example"), "{page}");
+    assert!(!page.contains("other/o"), "{page}");
+    let (h, page) = root.get(nv, "/network");
+    assert_eq!(h.code, 200);
+    assert!(page.contains(">static.demo.example<") && page.contains(">static.other.example<"));
+
+    // Logout needs the token, and ends the session.
+    let (h, _) = alice.post(nv, "/logout", "csrf=nope");
+    assert_eq!(h.code, 403);
+    let (h, _) = alice.post(nv, "/logout", &format!("csrf={}", alice.csrf));
+    assert_eq!(h.code, 303);
+    let (h, _) = alice.get(nv, "/c/demo");
+    assert_eq!((h.code, h.header("location")), (303, Some("/login")));
+    let (h, _) = bob.get(nv, "/c/other");
+    assert_eq!(h.code, 200, "Bob's session is his own");
+
+    // The counters of all this on logd's /metrics.
+    let (_, metrics) = http(net.logd_admin, "GET", "/metrics", &[], None).unwrap();
+    for line in [
+        "popnet_netview_logins_total{log_server=\"main\",result=\"ok\"} 3",
+        "popnet_netview_purges_total{log_server=\"main\",result=\"ok\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+}
+
+// ---- headless Chromium over the DevTools protocol ----
+
+/// The chromium binary, or None (the test is skipped unless POPNET_HWTESTS=1).
+fn chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|d| ["chromium", "chromium-browser"].map(|n| d.join(n)))
+        .find(|p| p.is_file())
+}
+
+/// A headless Chromium, killed on drop, and a DevTools connection to its page.
+struct Browser {
+    child: Child,
+    _profile: tempfile::TempDir,
+    ws: tungstenite::WebSocket<TcpStream>,
+    next_id: u64,
+}
+
+impl Browser {
+    fn start(bin: &Path) -> Browser {
+        let profile = tempfile::tempdir().unwrap();
+        let mut child = Command::new(bin)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--hide-scrollbars",
+                "--window-size=1100,2400",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("chromium runs");
+        // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/ID" on stderr.
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.split("DevTools listening on ").nth(1)
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+        });
+        let browser_url = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(u) => u,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("chromium did not open its DevTools port");
+            }
+        };
+        let port: u16 = browser_url
+            .strip_prefix("ws://127.0.0.1:")
+            .and_then(|r| r.split('/').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected DevTools URL {browser_url}"));
+        let devtools = local(port);
+        // The page target's own socket.
+        let mut page_url = None;
+        wait_for("chromium's page target", Duration::from_secs(30), || {
+            let Some((h, body)) = http(devtools, "GET", "/json/list", &[], None) else {
+                return false;
+            };
+            if h.code != 200 {
+                return false;
+            }
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            page_url = v.as_array().into_iter().flatten().find_map(|t| {
+                (t["type"] == "page")
+                    .then(|| t["webSocketDebuggerUrl"].as_str().map(str::to_string))
+                    .flatten()
+            });
+            page_url.is_some()
+        });
+        let page_url = page_url.unwrap();
+        let stream = TcpStream::connect(devtools).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let (ws, _) = tungstenite::client(page_url.as_str(), stream).expect("DevTools handshake");
+        Browser {
+            child,
+            _profile: profile,
+            ws,
+            next_id: 0,
+        }
+    }
+
+    /// Sends a DevTools command and returns its result (events in between are skipped).
+    fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let msg = serde_json::json!({ "id": id, "method": method, "params": params });
+        self.ws
+            .send(tungstenite::Message::Text(msg.to_string().into()))
+            .unwrap();
+        loop {
+            let m = self.ws.read().unwrap_or_else(|e| panic!("{method}: {e}"));
+            let tungstenite::Message::Text(t) = m else {
+                continue;
+            };
+            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+            if v["id"].as_u64() == Some(id) {
+                assert!(v.get("error").is_none(), "{method}: {v}");
+                return v["result"].clone();
+            }
+        }
+    }
+
+    /// Evaluates a JavaScript expression in the page; its value.
+    fn eval(&mut self, js: &str) -> serde_json::Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            serde_json::json!({ "expression": js, "returnByValue": true }),
+        );
+        assert!(r.get("exceptionDetails").is_none(), "{js}: {r}");
+        r["result"]["value"].clone()
+    }
+
+    /// Waits until the page at `path` has loaded.
+    fn wait_page(&mut self, path: &str) {
+        let js = "location.pathname + ' ' + document.readyState";
+        let want = format!("{path} complete");
+        let t = Instant::now();
+        loop {
+            let v = self.eval(js);
+            if v.as_str() == Some(want.as_str()) {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "the browser is at {v}, not {want}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Pixels of `rgb` (within 3 per channel) in a PNG.
+fn count_colour(png_bytes: &[u8], rgb: [u8; 3]) -> (usize, (u32, u32)) {
+    let dec = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    let mut reader = dec.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = match info.color_type {
+        png::ColorType::Rgb => 3,
+        png::ColorType::Rgba => 4,
+        c => panic!("unexpected PNG colour type {c:?}"),
+    };
+    assert_eq!(info.bit_depth, png::BitDepth::Eight);
+    let n = buf[..info.buffer_size()]
+        .chunks_exact(channels)
+        .filter(|p| (0..3).all(|i| p[i].abs_diff(rgb[i]) <= 3))
+        .count();
+    (n, (info.width, info.height))
+}
+
+#[test]
+fn chromium_customer_logs_in_sees_a_chart_and_purges() {
+    let Some(bin) = chromium() else {
+        assert!(
+            std::env::var("POPNET_HWTESTS").as_deref() != Ok("1"),
+            "chromium is not installed but POPNET_HWTESTS=1 requires this test: apt-get install chromium"
+        );
+        eprintln!("SKIPPED: chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let origin = DemoOrigin::start(&["127.0.0.1:0".parse().unwrap()]).unwrap();
+    let net = Net::new(origin.addrs[0]);
+    let _procs = net.start();
+    make_traffic(&net);
+    let nv = net.netview;
+
+    let mut b = Browser::start(&bin);
+    b.call("Page.enable", serde_json::json!({}));
+    // Straight to a customer page: the browser is sent to the login form.
+    b.call(
+        "Page.navigate",
+        serde_json::json!({ "url": format!("http://{nv}/c/demo") }),
+    );
+    b.wait_page("/login");
+    // A wrong password first: the form says so.
+    b.eval(
+        "document.getElementById('user').value = 'alice';\
+         document.getElementById('password').value = 'not the password';\
+         document.getElementById('login-button').click(); true",
+    );
+    wait_for("the login error", Duration::from_secs(60), || {
+        b.eval("document.readyState == 'complete' && !!document.getElementById('login-error')")
+            == serde_json::Value::Bool(true)
+    });
+    b.eval(&format!(
+        "document.getElementById('user').value = 'alice';\
+         document.getElementById('password').value = {};\
+         document.getElementById('login-button').click(); true",
+        serde_json::Value::String(ALICE.1.into())
+    ));
+    b.wait_page("/c/demo");
+    assert_eq!(
+        b.eval("document.getElementById('traffic-requests').getAttribute('data-total')"),
+        "20"
+    );
+    // The bars of the requests chart, as drawn: its plot area (below the title and
+    // legend, above the axis labels) in a screenshot.
+    let r = b.eval(
+        "(() => { const r = document.getElementById('traffic-requests').getBoundingClientRect();\
+          return [r.left + scrollX, r.top + scrollY, r.width, r.height]; })()",
+    );
+    let f = |i: usize| r[i].as_f64().unwrap();
+    let (x, y, w, h) = (f(0), f(1), f(2), f(3));
+    assert!(w > 700.0 && h > 200.0, "chart box {r}");
+    let shot = |b: &mut Browser, top: f64, height: f64| -> Vec<u8> {
+        let s = b.call(
+            "Page.captureScreenshot",
+            serde_json::json!({
+                "format": "png",
+                "captureBeyondViewport": true,
+                "clip": { "x": x, "y": y + top, "width": w, "height": height, "scale": 1 }
+            }),
+        );
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(s["data"].as_str().unwrap())
+            .unwrap()
+    };
+    let plot = shot(&mut b, 36.0, h - 36.0 - 36.0);
+    let out = net.dir.path().join("chart.png");
+    std::fs::write(&out, &plot).unwrap();
+    let (hits, size) = count_colour(&plot, HIT_RGB);
+    let (misses, _) = count_colour(&plot, MISS_RGB);
+    assert!(size.0 >= 700, "screenshot {size:?}");
+    assert!(
+        hits >= 20 && misses >= 20,
+        "the chart's plot area ({}) shows {hits} hit and {misses} miss pixels",
+        out.display()
+    );
+    // The legend's swatches (drawn whatever the data) are above the crop.
+    let legend = shot(&mut b, 0.0, 34.0);
+    assert!(
+        count_colour(&legend, HIT_RGB).0 > 0,
+        "the legend is above the crop"
+    );
+
+    // The purge form, filled in and sent by the browser.
+    assert!(x_cache(&net, DEMO_HOST, "/obj/5k").starts_with("HIT"));
+    b.eval(
+        "document.getElementById('purge-url').value = 'http://static.demo.example/obj/5k';\
+         document.getElementById('purge-button').click(); true",
+    );
+    b.wait_page("/c/demo/purge");
+    let result = b.eval("document.getElementById('purge-result').textContent");
+    assert!(
+        result.as_str().is_some_and(|t| t.starts_with("Purged")),
+        "{result}"
+    );
+    assert!(x_cache(&net, DEMO_HOST, "/obj/5k").starts_with("MISS"));
+
+    // Typing another customer's page into the address bar: not found.
+    b.call(
+        "Page.navigate",
+        serde_json::json!({ "url": format!("http://{nv}/c/other") }),
+    );
+    b.wait_page("/c/other");
+    assert_eq!(b.eval("document.title"), "Not found · NetView");
+    assert_eq!(
+        b.eval("document.body.innerText.includes('static.other.example')"),
+        false
+    );
+}
