@@ -322,17 +322,8 @@ impl Auth {
             if blocked(&g.by_addr, &from) || blocked(&g.by_name, &name.to_string()) {
                 return Err(LoginError::Throttled);
             }
-            let mtime = std::fs::metadata(&self.path)
-                .and_then(|m| m.modified())
-                .ok();
-            if mtime != g.users_mtime {
-                match read_users(&self.path) {
-                    Ok(u) => {
-                        g.users = u;
-                        g.users_mtime = mtime;
-                    }
-                    Err(e) => return Err(LoginError::Broken(e.to_string())),
-                }
+            if let Err(e) = self.refresh(&mut g) {
+                return Err(LoginError::Broken(e.to_string()));
             }
             g.users.iter().find(|u| u.name == name).cloned()
         };
@@ -380,6 +371,27 @@ impl Auth {
         }
     }
 
+    /// Re-reads the users file if it changed since it was read. Sessions of users
+    /// removed, or whose role or customer changed, end.
+    fn refresh(&self, g: &mut Inner) -> Result<(), AuthError> {
+        let mtime = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        if mtime != g.users_mtime {
+            g.users = read_users(&self.path)?;
+            g.users_mtime = mtime;
+            let Inner {
+                users, sessions, ..
+            } = g;
+            sessions.retain(|_, s| {
+                users
+                    .iter()
+                    .any(|u| u.name == s.user && u.role == s.role && u.customer == s.customer)
+            });
+        }
+        Ok(())
+    }
+
     /// The session of a token (and notes the use).
     pub fn session(&self, token: Option<&str>) -> Option<Session> {
         let token = token?;
@@ -387,6 +399,10 @@ impl Auth {
             return None;
         }
         let mut g = self.lock();
+        if let Err(e) = self.refresh(&mut g) {
+            // A file that no longer parses keeps the users (and sessions) read before.
+            tracing::warn!(error = %e, "netview: the users file cannot be read");
+        }
         let s = g.sessions.get_mut(token)?;
         if s.last.elapsed() >= SESSION_IDLE {
             g.sessions.remove(token);
@@ -442,6 +458,61 @@ mod tests {
         assert!(a.session(Some(&tok)).is_none());
         assert!(remove_user(&p, "ann").unwrap());
         assert!(!remove_user(&p, "ann").unwrap());
+    }
+
+    #[test]
+    fn removing_a_user_ends_their_sessions() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("users.toml");
+        add_user(
+            &p,
+            "ann",
+            Role::Customer,
+            Some("shop"),
+            "correct horse battery",
+        )
+        .unwrap();
+        add_user(
+            &p,
+            "bo",
+            Role::Customer,
+            Some("news"),
+            "another long password",
+        )
+        .unwrap();
+        let a = Auth::open(&p).unwrap();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let (ann, _) = a.login("ann", "correct horse battery", ip).unwrap();
+        let (bo, _) = a.login("bo", "another long password", ip).unwrap();
+        // Each rewrite gets a later mtime, whatever the clock's granularity.
+        let touch = |secs| {
+            std::fs::File::options()
+                .append(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(SystemTime::now() + Duration::from_secs(secs))
+                .unwrap()
+        };
+        assert!(remove_user(&p, "ann").unwrap());
+        touch(1);
+        assert!(a.session(Some(&ann)).is_none());
+        assert_eq!(a.session(Some(&bo)).unwrap().user, "bo");
+        // Moving a user to another customer ends their session too.
+        add_user(
+            &p,
+            "bo",
+            Role::Customer,
+            Some("shop"),
+            "another long password",
+        )
+        .unwrap();
+        touch(2);
+        assert!(a.session(Some(&bo)).is_none());
+        // A broken file keeps the users read before.
+        let (bo2, _) = a.login("bo", "another long password", ip).unwrap();
+        std::fs::write(&p, "not toml [").unwrap();
+        touch(3);
+        assert_eq!(a.session(Some(&bo2)).unwrap().user, "bo");
     }
 
     #[test]
