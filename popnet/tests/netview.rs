@@ -403,6 +403,11 @@ fn login(nv: SocketAddr, (user, password): (&str, &str)) -> Session {
     let (h, body) = http(nv, "POST", "/login", &[("nv_login", &pre)], Some(&form)).unwrap();
     assert_eq!(h.code, 303, "login of {user}: {body}");
     let cookie = h.cookies()["nv_session"].clone();
+    assert_eq!(
+        h.cookies()["nv_login"],
+        "",
+        "the pre-login token is dropped"
+    );
     let (h, page) = http(nv, "GET", "/network", &[("nv_session", &cookie)], None).unwrap();
     assert_eq!(h.code, 200, "{page}");
     Session {
@@ -517,6 +522,17 @@ fn netview_login_csrf_isolation_hostile_input_and_purge() {
     let pre = h.cookies()["nv_login"].clone();
     let token = csrf_of(&page);
     assert_eq!(token, pre);
+    // A second tab, or a request that lands on the login form, keeps that token.
+    let (h, page) = http(nv, "GET", "/login", &[("nv_login", &pre)], None).unwrap();
+    assert_eq!(csrf_of(&page), pre);
+    assert_eq!(h.cookies()["nv_login"], pre);
+    let (h, _) = http(nv, "GET", "/favicon.ico", &[], None).unwrap();
+    assert_eq!(h.code, 404);
+    assert!(h.cookies().is_empty());
+    // A pre-login cookie that is not one of ours is replaced.
+    let (h, page) = http(nv, "GET", "/login", &[("nv_login", "<x>")], None).unwrap();
+    assert_ne!(csrf_of(&page), "<x>");
+    assert_eq!(h.cookies()["nv_login"], csrf_of(&page));
     let form = |user: &str, pw: &str, csrf: &str| {
         format!("csrf={csrf}&user={}&password={}", enc(user), enc(pw))
     };
@@ -923,10 +939,10 @@ impl Browser {
             if v.as_str() == Some(want.as_str()) {
                 return;
             }
-            assert!(
-                t.elapsed() < Duration::from_secs(60),
-                "the browser is at {v}, not {want}"
-            );
+            if t.elapsed() > Duration::from_secs(60) {
+                let text = self.eval("document.body ? document.body.innerText : ''");
+                panic!("the browser is at {v}, not {want}; the page says {text}");
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }

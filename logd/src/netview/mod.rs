@@ -251,9 +251,11 @@ impl NetView {
             req.method.as_str()
         };
         match (method, segs.as_slice()) {
-            ("GET", ["login"]) => return self.login_form(None, 200),
+            ("GET", ["login"]) => return self.login_form(req, None, 200),
             ("POST", ["login"]) => return self.login(req),
             ("GET", ["health"]) => return Response::text(200, "ok"),
+            // Browsers ask for it on every page; there is none (and no login redirect).
+            ("GET", ["favicon.ico"]) => return Response::text(404, "no favicon"),
             _ => {}
         }
         let token = req.cookie(SESSION_COOKIE);
@@ -368,8 +370,14 @@ impl NetView {
         }
     }
 
-    fn login_form(&self, message: Option<&str>, status: u16) -> Response {
-        let pre = random_token();
+    /// The login form. Its token is the browser's pre-login cookie (made when it has
+    /// none): every tab, and any request that lands here (a favicon, a second tab), sees
+    /// the same token, so one does not invalidate another's form.
+    fn login_form(&self, req: &Request, message: Option<&str>, status: u16) -> Response {
+        let pre = req
+            .cookie(LOGIN_COOKIE)
+            .filter(|c| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map_or_else(random_token, str::to_string);
         let msg = message
             .map(|m| format!("<p class=\"msg err\" id=\"login-error\">{}</p>", escape(m)))
             .unwrap_or_default();
@@ -387,7 +395,7 @@ impl NetView {
     fn login(&self, req: &Request) -> Response {
         let form = match req.form() {
             Ok(f) => f,
-            Err(e) => return self.login_form(Some(&e), 400),
+            Err(e) => return self.login_form(req, Some(&e), 400),
         };
         // Login CSRF: the form's token must be the one its own page set as a cookie.
         let pre = req.cookie(LOGIN_COOKIE).unwrap_or("");
@@ -402,12 +410,12 @@ impl NetView {
                 .netview
                 .csrf_failures
                 .fetch_add(1, Ordering::Relaxed);
-            return self.login_form(Some("The login form expired; try again."), 403);
+            return self.login_form(req, Some("The login form expired; try again."), 403);
         }
         let user = form.get("user").map_or("", |u| u.trim());
         let password = form.get("password").map_or("", String::as_str);
         if user.is_empty() || user.len() > 64 || password.is_empty() || password.len() > 1024 {
-            return self.login_form(Some("Enter a user name and a password."), 400);
+            return self.login_form(req, Some("Enter a user name and a password."), 400);
         }
         match self.auth.login(user, password, req.peer.ip()) {
             Ok((token, s)) => {
@@ -415,6 +423,7 @@ impl NetView {
                 tracing::info!(user = %s.user, from = %req.peer.ip(), "netview: login");
                 Response::redirect("/")
                     .with_header("Set-Cookie", cookie(SESSION_COOKIE, &token, None))
+                    .with_header("Set-Cookie", cookie(LOGIN_COOKIE, "", Some(0)))
             }
             Err(LoginError::Wrong) => {
                 self.ctx
@@ -422,18 +431,19 @@ impl NetView {
                     .login_failures
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::info!(user = %user, from = %req.peer.ip(), "netview: failed login");
-                self.login_form(Some("Wrong user name or password."), 401)
+                self.login_form(req, Some("Wrong user name or password."), 401)
             }
             Err(LoginError::Throttled) => {
                 self.ctx
                     .netview
                     .login_throttled
                     .fetch_add(1, Ordering::Relaxed);
-                self.login_form(Some("Too many failed logins; wait ten minutes."), 429)
+                self.login_form(req, Some("Too many failed logins; wait ten minutes."), 429)
             }
             Err(LoginError::Broken(e)) => {
                 tracing::warn!(error = %e, "netview: the users file cannot be read");
                 self.login_form(
+                    req,
                     Some("Logins are unavailable; the administrators have been told."),
                     503,
                 )
