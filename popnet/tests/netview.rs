@@ -707,6 +707,15 @@ fn netview_login_csrf_isolation_hostile_input_and_purge() {
         assert!(body.contains("id=\"purge-result\""), "{body}");
     }
     assert!(x_cache(&net, OTHER_HOST, "/obj/1k").starts_with("HIT"));
+    // What the user typed comes back escaped.
+    let (h, body) = alice.post(
+        nv,
+        "/c/demo/purge",
+        &purge_form(&alice.csrf, "http://<b>evil</b>.example/"),
+    );
+    assert_eq!(h.code, 400);
+    assert!(!body.contains("<b>evil"), "{body}");
+    assert!(body.contains("&lt;b&gt;evil"), "{body}");
     // Hostile bodies: not a form, bad escapes, too big, chunked.
     let (h, _) = http_raw(
         nv,
