@@ -843,6 +843,17 @@ impl Browser {
                 "--window-size=1100,2400",
                 "--remote-debugging-address=127.0.0.1",
                 "--remote-debugging-port=0",
+                // Nothing leaves loopback: no background services, every other host
+                // through a proxy that is not there, and no name resolves.
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-default-apps",
+                "--disable-domain-reliability",
+                "--disable-client-side-phishing-detection",
+                "--no-default-browser-check",
+                "--proxy-server=127.0.0.1:9",
+                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
             ])
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
