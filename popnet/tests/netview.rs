@@ -790,6 +790,8 @@ fn netview_login_csrf_isolation_hostile_input_and_purge() {
     let (h, page) = root.get(nv, "/network");
     assert_eq!(h.code, 200);
     assert!(page.contains(">static.demo.example<") && page.contains(">static.other.example<"));
+    // (What Alice's page leaves out is there: the other customer's origin.)
+    assert!(page.contains("other/o"), "{page}");
 
     // Logout needs the token, and ends the session.
     let (h, _) = alice.post(nv, "/logout", "csrf=nope");
