@@ -22,8 +22,12 @@ use subtle::ConstantTimeEq;
 pub const SESSION_IDLE: Duration = Duration::from_secs(8 * 3600);
 /// Most sessions kept (the least recently used go first).
 const MAX_SESSIONS: usize = 10_000;
-/// Failed logins allowed per name and per address in [`FAIL_WINDOW`].
+/// Failed logins allowed per user name in [`FAIL_WINDOW`].
 pub const MAX_FAILURES: u32 = 5;
+/// Failed logins allowed per client address in [`FAIL_WINDOW`]: higher than per name,
+/// because many users may share one address (a proxy, an office, loopback), and a low
+/// limit there would let anyone lock every user out.
+pub const MAX_FAILURES_PER_ADDRESS: u32 = 50;
 pub const FAIL_WINDOW: Duration = Duration::from_secs(600);
 
 /// Why the users file cannot be used.
@@ -265,9 +269,9 @@ pub fn random_token() -> String {
     hex::encode(b)
 }
 
-fn blocked<K: std::hash::Hash + Eq>(m: &HashMap<K, Failures>, k: &K) -> bool {
+fn blocked<K: std::hash::Hash + Eq>(m: &HashMap<K, Failures>, k: &K, max: u32) -> bool {
     m.get(k)
-        .is_some_and(|f| f.since.elapsed() < FAIL_WINDOW && f.count >= MAX_FAILURES)
+        .is_some_and(|f| f.since.elapsed() < FAIL_WINDOW && f.count >= max)
 }
 
 fn fail<K: std::hash::Hash + Eq>(m: &mut HashMap<K, Failures>, k: K) {
@@ -319,7 +323,9 @@ impl Auth {
     ) -> Result<(String, Session), LoginError> {
         let user = {
             let mut g = self.lock();
-            if blocked(&g.by_addr, &from) || blocked(&g.by_name, &name.to_string()) {
+            if blocked(&g.by_addr, &from, MAX_FAILURES_PER_ADDRESS)
+                || blocked(&g.by_name, &name.to_string(), MAX_FAILURES)
+            {
                 return Err(LoginError::Throttled);
             }
             if let Err(e) = self.refresh(&mut g) {
@@ -539,6 +545,17 @@ mod tests {
                 "correct horse battery",
                 "192.0.2.10".parse().unwrap()
             ),
+            Err(LoginError::Throttled)
+        );
+        // Another user behind the same address is not locked out by ann's failures...
+        add_user(&p, "bo", Role::Customer, Some("shop"), "bo's long password").unwrap();
+        assert!(a.login("bo", "bo's long password", ip).is_ok());
+        // ...until the address itself has failed too often.
+        for i in MAX_FAILURES..MAX_FAILURES_PER_ADDRESS {
+            let _ = a.login(&format!("guess{i}"), "nope", ip);
+        }
+        assert_eq!(
+            a.login("bo", "bo's long password", ip),
             Err(LoginError::Throttled)
         );
     }
