@@ -11,13 +11,14 @@
 //! One request per connection, bounded head size, short timeouts. With a token in the
 //! config every request needs `Authorization: Bearer <token hex>`.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use probe::admin_http::{self, reply};
 use serde::{Deserialize, Serialize};
 
 use crate::control::ControlState;
@@ -27,9 +28,6 @@ use crate::server::Shared;
 use crate::stats::QueryStats;
 use crate::xdp::entries::{EntryView, describe};
 use crate::xdp::{WriterStats, XdpCounters, XdpState};
-
-const MAX_HEAD: usize = 8192;
-const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What `/stats` returns.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -82,85 +80,20 @@ pub struct AdminContext {
 
 /// Starts the admin listener thread on an already bound listener.
 pub fn start(listener: TcpListener, ctx: AdminContext) -> io::Result<JoinHandle<()>> {
-    listener.set_nonblocking(true)?;
-    std::thread::Builder::new()
-        .name("dns-admin".into())
-        .spawn(move || {
-            while !ctx.shared.stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((s, _)) => {
-                        if let Err(e) = handle(s, &ctx) {
-                            tracing::debug!(error = %e, "admin request failed");
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(20))
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "admin accept failed");
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                }
-            }
-        })
+    let shared = ctx.shared.clone();
+    admin_http::serve(
+        "dns-admin",
+        listener,
+        move || shared.stop.load(Ordering::Relaxed),
+        move |s| handle(s, &ctx),
+    )
 }
 
 fn handle(mut s: TcpStream, ctx: &AdminContext) -> io::Result<()> {
-    s.set_nonblocking(false)?;
-    s.set_read_timeout(Some(IO_TIMEOUT))?;
-    s.set_write_timeout(Some(IO_TIMEOUT))?;
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    let (method, path, auth) = loop {
-        let n = s.read(&mut chunk)?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf) {
-            Ok(httparse::Status::Complete(_)) => {
-                let auth = req
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("authorization"))
-                    .map(|h| h.value.to_vec());
-                break (
-                    req.method.unwrap_or("").to_string(),
-                    req.path.unwrap_or("/").to_string(),
-                    auth,
-                );
-            }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
-            Ok(httparse::Status::Partial) => {
-                return reply(&mut s, 431, "text/plain", b"request head too large\n");
-            }
-            Err(e) => {
-                return reply(
-                    &mut s,
-                    400,
-                    "text/plain",
-                    format!("bad request: {e}\n").as_bytes(),
-                );
-            }
-        }
+    let Some(req) = admin_http::read_request(&mut s, ctx.token.as_deref())? else {
+        return Ok(());
     };
-    if let Some(token) = &ctx.token {
-        let want = format!("Bearer {}", hex::encode(token));
-        if auth.as_deref() != Some(want.as_bytes()) {
-            return reply(
-                &mut s,
-                401,
-                "text/plain",
-                b"missing or wrong admin token (Authorization: Bearer <hex>)\n",
-            );
-        }
-    }
-    if method != "GET" {
-        return reply(&mut s, 405, "text/plain", b"only GET is supported\n");
-    }
-    let (path, query) = path.split_once('?').unwrap_or((&path, ""));
+    let (path, query) = (req.path.as_str(), req.query.as_str());
     let body = match path {
         "/health" => return reply(&mut s, 200, "text/plain", b"ok\n"),
         "/stats" => json(&stats_reply(ctx)),
@@ -404,23 +337,4 @@ fn json<T: Serialize>(v: &T) -> Vec<u8> {
         .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
     out.push(b'\n');
     out
-}
-
-fn reply(s: &mut TcpStream, status: u16, ctype: &str, body: &[u8]) -> io::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        _ => "Error",
-    };
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes())?;
-    s.write_all(body)?;
-    s.flush()
 }

@@ -1,19 +1,17 @@
 //! The probe's admin listener: `/health`, `/stats` (JSON) and `/metrics` (Prometheus text) over HTTP/1.1, one request per connection.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use logship::LineSink;
 
+use crate::admin_http::{self, reply};
 use crate::daemon::{ProbeStats, Shared, lock};
 use crate::responder::ResponderStatsHandle;
-
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_HEAD: usize = 16 * 1024;
 
 /// Everything the admin listener reads.
 pub(crate) struct AdminContext {
@@ -53,103 +51,20 @@ impl AdminContext {
 
 /// Starts the admin thread on an already bound listener; it stops with the probe.
 pub(crate) fn start(listener: TcpListener, ctx: Arc<AdminContext>) -> io::Result<JoinHandle<()>> {
-    listener.set_nonblocking(true)?;
-    std::thread::Builder::new()
-        .name("probe-admin".into())
-        .spawn(move || {
-            while !ctx.shared.stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((s, _)) => {
-                        if let Err(e) = handle(s, &ctx) {
-                            tracing::debug!(error = %e, "probe admin request failed");
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "probe admin accept failed");
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                }
-            }
-        })
-}
-
-fn reply(s: &mut TcpStream, status: u16, ctype: &str, body: &[u8]) -> io::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        _ => "Request Header Fields Too Large",
-    };
-    write!(
-        s,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    s.write_all(body)
+    let stop = ctx.clone();
+    admin_http::serve(
+        "probe-admin",
+        listener,
+        move || stop.shared.stop.load(Ordering::Relaxed),
+        move |s| handle(s, &ctx),
+    )
 }
 
 fn handle(mut s: TcpStream, ctx: &AdminContext) -> io::Result<()> {
-    s.set_nonblocking(false)?;
-    s.set_read_timeout(Some(IO_TIMEOUT))?;
-    s.set_write_timeout(Some(IO_TIMEOUT))?;
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    let (method, path, auth) = loop {
-        let n = s.read(&mut chunk)?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf) {
-            Ok(httparse::Status::Complete(_)) => {
-                let auth = req
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("authorization"))
-                    .map(|h| h.value.to_vec());
-                break (
-                    req.method.unwrap_or("").to_string(),
-                    req.path.unwrap_or("/").to_string(),
-                    auth,
-                );
-            }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
-            Ok(httparse::Status::Partial) => {
-                return reply(&mut s, 431, "text/plain", b"request head too large\n");
-            }
-            Err(e) => {
-                return reply(
-                    &mut s,
-                    400,
-                    "text/plain",
-                    format!("bad request: {e}\n").as_bytes(),
-                );
-            }
-        }
+    let Some(req) = admin_http::read_request(&mut s, ctx.token.as_deref())? else {
+        return Ok(());
     };
-    if let Some(token) = &ctx.token {
-        let want = format!("Bearer {}", hex_lower(token));
-        if auth.as_deref() != Some(want.as_bytes()) {
-            return reply(
-                &mut s,
-                401,
-                "text/plain",
-                b"missing or wrong admin token (Authorization: Bearer <hex>)\n",
-            );
-        }
-    }
-    if method != "GET" {
-        return reply(&mut s, 405, "text/plain", b"only GET is supported\n");
-    }
-    let path = path.split_once('?').map_or(path.as_str(), |(p, _)| p);
-    match path {
+    match req.path.as_str() {
         "/health" => reply(&mut s, 200, "text/plain", b"ok\n"),
         "/stats" => {
             let body = serde_json::to_vec_pretty(&ctx.stats()).unwrap_or_default();
@@ -163,10 +78,6 @@ fn handle(mut s: TcpStream, ctx: &AdminContext) -> io::Result<()> {
             b"not found; try /health, /stats, /metrics\n",
         ),
     }
-}
-
-fn hex_lower(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The probe's counters in the Prometheus text format.

@@ -8,6 +8,7 @@
 //! requests.
 
 mod admin;
+pub mod admin_http;
 pub mod check;
 pub mod daemon;
 pub mod engine;
