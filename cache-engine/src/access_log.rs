@@ -40,24 +40,7 @@ pub struct Record<'a> {
     pub origin_us: Option<u64>,
 }
 
-/// Where whole access-log lines go besides the file (popnet hands them to the log shipper).
-pub trait LineSink: Send + Sync {
-    /// Takes whole newline-terminated JSON lines; must not block.
-    fn write_lines(&self, lines: &[u8]);
-
-    /// Adds the sink's own counters to the cache's `/metrics`.
-    fn metrics(&self, _m: &mut promtext::Metrics) {}
-}
-
-/// A [`LineSink`] handle for [`crate::CacheOptions`].
-#[derive(Clone)]
-pub struct LogSink(pub Arc<dyn LineSink>);
-
-impl std::fmt::Debug for LogSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LogSink")
-    }
-}
+pub use logship::{LineSink, LogSink};
 
 /// The shared sinks: the file of `[pops.cache] access_log`, and a [`LineSink`].
 pub struct AccessLog {

@@ -399,20 +399,11 @@ fn start_probe(cfg: &Config, opts: &ProbeOptions) -> Result<Probe> {
     Ok(Probe { daemon: p, shipper })
 }
 
-/// Hands the cache's access-log lines to the log shipper.
+/// Hands a role's record lines (the cache's access log, DNS answers, probe rounds) to
+/// the log shipper.
 struct ShipSink(Shipper);
 
 impl LineSink for ShipSink {
-    fn write_lines(&self, lines: &[u8]) {
-        self.0.write_lines(lines);
-    }
-
-    fn metrics(&self, m: &mut promtext::Metrics) {
-        self.0.metrics(m);
-    }
-}
-
-impl logship::LineSink for ShipSink {
     fn write_lines(&self, lines: &[u8]) {
         self.0.write_lines(lines);
     }
