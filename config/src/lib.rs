@@ -6,6 +6,7 @@
 //! what to do, not only the first.
 
 pub mod duration;
+pub mod edit;
 mod error;
 mod model;
 mod records;

@@ -572,6 +572,29 @@ pub struct LogServer {
     /// Raw record files older than this are deleted.
     #[serde(default = "defaults::log_raw_retention", with = "duration")]
     pub raw_retention: Duration,
+    /// NetView's origin form: customers add and remove their own origin servers; each
+    /// change goes out as a config signed with this log server's admin key, pushed
+    /// through configd. None = no form (the page lists the origins only).
+    #[serde(default)]
+    pub origin_form: Option<OriginForm>,
+}
+
+/// How NetView's origin form changes the network's config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginForm {
+    /// The admin key (PKCS#8 PEM, from `popctl config keygen`) the log server signs
+    /// changed configs with; its public half must be one of `[[network.admins]]`. Read
+    /// on every change, so a replaced file takes effect at once.
+    pub admin_key: std::path::PathBuf,
+    /// Let customers add origins at loopback, private (RFC 1918, fc00::/7), shared
+    /// (100.64.0.0/10) and link-local addresses. Off by default: such an origin would
+    /// point the POP caches and probes at the POPs' own internal networks.
+    #[serde(default)]
+    pub allow_private: bool,
+    /// At most this many origins per customer through the form.
+    #[serde(default = "defaults::origin_form_max")]
+    pub max_origins: usize,
 }
 
 /// How the DNS servers, caches and probes ship their records to the log servers.
@@ -735,6 +758,9 @@ mod defaults {
     }
     pub fn log_raw_retention() -> Duration {
         Duration::from_secs(90 * 86_400)
+    }
+    pub fn origin_form_max() -> usize {
+        16
     }
     pub fn cache_admin() -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], 5381))

@@ -976,6 +976,29 @@ fn log_servers(p: &mut Problems, cfg: &Config) {
                 "use e.g. \"90days\"",
             );
         }
+        if let Some(f) = &l.origin_form {
+            if f.admin_key.as_os_str().is_empty() {
+                p.add(
+                    format!("log_servers[{i}].origin_form.admin_key"),
+                    "the admin key's path is empty",
+                    "write the path of a key made by `popctl config keygen`, e.g. \"/etc/popnet/netview.pem\"",
+                );
+            }
+            if f.max_origins == 0 || f.max_origins > 1000 {
+                p.add(
+                    format!("log_servers[{i}].origin_form.max_origins"),
+                    format!("{} origins per customer is out of range", f.max_origins),
+                    "use 1 to 1000 (default 16)",
+                );
+            }
+            if cfg.configd.is_none() {
+                p.add(
+                    format!("log_servers[{i}].origin_form"),
+                    "the origin form pushes changes through configd, but the config has no [configd] tree",
+                    "add [configd] with masters and [[configd.boxes]], or remove origin_form",
+                );
+            }
+        }
     }
     if !cfg.log_servers.is_empty() {
         if cfg.logs.key.is_none() {

@@ -96,3 +96,33 @@ raw_retention = "30days"
     assert_eq!(cfg.logs.batch_interval.as_millis(), 200);
     assert_eq!(cfg.logs.batch_records, 5000);
 }
+
+#[test]
+fn the_origin_form_needs_a_key_a_sane_limit_and_a_configd_tree() {
+    let base = popnet_config::DEMO_TOML.replace(
+        "data_dir = \"/tmp/popnet-demo/logd\"\n",
+        "data_dir = \"/tmp/popnet-demo/logd\"\n[log_servers.origin_form]\nadmin_key = \"\"\nmax_origins = 0\n",
+    );
+    assert_ne!(
+        base,
+        popnet_config::DEMO_TOML,
+        "the demo's log server moved"
+    );
+    let ps = problems(&base);
+    has(&ps, "log_servers[0].origin_form.admin_key", "path is empty");
+    has(
+        &ps,
+        "log_servers[0].origin_form.max_origins",
+        "out of range",
+    );
+    has(&ps, "log_servers[0].origin_form", "no [configd] tree");
+    // With a key and a configd tree, the form has nothing to say (the tree's own
+    // problems, no admin and no box for the POP, are another section's).
+    let good = popnet_config::DEMO_TOML.replace(
+        "data_dir = \"/tmp/popnet-demo/logd\"\n",
+        "data_dir = \"/tmp/popnet-demo/logd\"\n[log_servers.origin_form]\nadmin_key = \"/etc/popnet/netview.pem\"\n",
+    ) + "\n[configd]\nmasters = [\"m\"]\n[[configd.boxes]]\nname = \"m\"\naddress = \"127.0.0.1:5400\"\n";
+    let ps = problems(&good);
+    assert!(!ps.iter().any(|p| p.contains("origin_form")), "{ps:#?}");
+    has(&ps, "network.admins", "names no admin");
+}

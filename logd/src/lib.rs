@@ -40,6 +40,9 @@ pub struct LogdOptions {
     pub data_dir: Option<PathBuf>,
     /// NetView users file; default `<data_dir>/netview-users.toml`.
     pub users: Option<PathBuf>,
+    /// The text of the config (as signed, when it came from configd): NetView's origin
+    /// form edits it. None: the form says it cannot change the config.
+    pub config_text: Option<String>,
 }
 
 /// Why the log server cannot start.
@@ -85,10 +88,16 @@ pub fn log_server<'c>(cfg: &'c Config, name: Option<&str>) -> Result<&'c LogServ
     }
 }
 
+/// The config the log server runs, and its text when known.
+struct Running {
+    cfg: Arc<Config>,
+    text: Option<Arc<str>>,
+}
+
 /// What every handler shares.
 pub struct Ctx {
     pub name: String,
-    cfg: RwLock<Arc<Config>>,
+    running: RwLock<Running>,
     pub store: Arc<Store>,
     pub ingest: Arc<IngestCounters>,
     pub admin_http: Arc<HttpCounters>,
@@ -101,12 +110,29 @@ pub struct Ctx {
 impl Ctx {
     /// The current config.
     pub fn config(&self) -> Arc<Config> {
-        self.cfg.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.running
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .cfg
+            .clone()
     }
 
-    /// Replaces the config (a new version was pushed).
-    pub fn set_config(&self, cfg: Arc<Config>) {
-        *self.cfg.write().unwrap_or_else(|p| p.into_inner()) = cfg;
+    /// The current config and its text, when the log server knows it.
+    pub fn config_and_text(&self) -> (Arc<Config>, Option<Arc<str>>) {
+        let r = self.running.read().unwrap_or_else(|p| p.into_inner());
+        (r.cfg.clone(), r.text.clone())
+    }
+
+    /// Switches to a new version of the config (from configd, or pushed by NetView's
+    /// origin form); an older version than the running one is ignored (the two can
+    /// arrive in either order). Returns whether it switched.
+    pub fn set_config(&self, cfg: Arc<Config>, text: Option<Arc<str>>) -> bool {
+        let mut r = self.running.write().unwrap_or_else(|p| p.into_inner());
+        if cfg.network.version < r.cfg.network.version {
+            return false;
+        }
+        *r = Running { cfg, text };
+        true
     }
 
     /// This log server's entry in the current config.
@@ -167,7 +193,10 @@ impl Logd {
         };
         let ctx = Arc::new(Ctx {
             name: me.name.clone(),
-            cfg: RwLock::new(Arc::new(cfg.clone())),
+            running: RwLock::new(Running {
+                cfg: Arc::new(cfg.clone()),
+                text: opts.config_text.as_deref().map(Arc::from),
+            }),
             store: store.clone(),
             ingest: Arc::new(IngestCounters::default()),
             admin_http: Arc::new(HttpCounters::default()),
@@ -250,6 +279,42 @@ impl Logd {
             stop,
             threads,
         })
+    }
+
+    /// Checks a new config for this log server: its entry must still be there.
+    pub fn prepare_reload(&self, cfg: &Config) -> Result<(), String> {
+        log_server(cfg, Some(&self.name)).map(|_| ())
+    }
+
+    /// Switches to a checked config; returns what keeps its old value until a restart.
+    pub fn apply_reload(&self, cfg: Config, text: Option<&str>) -> Vec<&'static str> {
+        let mut restart = Vec::new();
+        let old = self.ctx.config();
+        if let (Ok(o), Ok(n)) = (
+            log_server(&old, Some(&self.name)),
+            log_server(&cfg, Some(&self.name)),
+        ) {
+            if o.address != n.address {
+                restart.push("address");
+            }
+            if o.admin != n.admin {
+                restart.push("admin");
+            }
+            if o.netview != n.netview {
+                restart.push("netview");
+            }
+            if o.data_dir != n.data_dir {
+                restart.push("data_dir");
+            }
+        }
+        if Scope::of(&old, &self.name) != Scope::of(&cfg, &self.name) {
+            restart.push("the customers it keeps");
+        }
+        if old.logs.key != cfg.logs.key {
+            restart.push("logs.key");
+        }
+        self.ctx.set_config(Arc::new(cfg), text.map(Arc::from));
+        restart
     }
 
     pub fn stop(mut self) {

@@ -46,7 +46,7 @@ pub enum StoreError {
 }
 
 /// Which customers' records this log server keeps.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scope {
     /// Customers listed for this log server.
     pub managed: HashSet<String>,

@@ -104,8 +104,13 @@ struct CacheArgs {
 #[derive(Args)]
 struct LogdArgs {
     /// The network's config file (TOML); it must list this log server in [[log_servers]].
+    /// SIGHUP reads it again.
     #[arg(long, short = 'c', value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Take the config from this box's configd (its local socket) and follow every new
+    /// version; NetView's origin form needs this (or --config) to know the running text.
+    #[arg(long, value_name = "SOCKET", conflicts_with = "config")]
+    configd: Option<PathBuf>,
     /// Which [[log_servers]] entry this is, when the config has several.
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
@@ -586,10 +591,10 @@ fn run(cli: Cli) -> Result<()> {
             reload::run(roles, src, start, "probe")?;
         }
         Role::Logd(a) => {
-            let (_, start) = load_config(
+            let (src, start) = load_config(
                 &ConfigArgs {
                     config: a.config.clone(),
-                    configd: None,
+                    configd: a.configd.clone(),
                     pop: None,
                 },
                 "logd",
@@ -603,11 +608,14 @@ fn run(cli: Cli) -> Result<()> {
                     data_dir: a.data_dir,
                     netview: a.netview,
                     users: a.users,
+                    config_text: Some(start.text.clone()),
                 },
             )?;
-            let sig = wait_for_signal()?;
-            tracing::info!(signal = sig, "stopping");
-            l.stop();
+            let roles = reload::Roles {
+                logd: Some(l),
+                ..reload::Roles::default()
+            };
+            reload::run(roles, src, start, "logd")?;
         }
         Role::Configd(a) => {
             let d = configd::Daemon::start(&configd::DaemonOptions {
@@ -653,6 +661,7 @@ fn run(cli: Cli) -> Result<()> {
                     cfg,
                     &LogdOptions {
                         name: Some(name),
+                        config_text: Some(start.text.clone()),
                         ..LogdOptions::default()
                     },
                 )?),

@@ -20,7 +20,7 @@ pub struct Roles {
     pub dns: Option<crate::Dns>,
     pub cache: Option<crate::Cache>,
     pub probe: Option<crate::Probe>,
-    /// The POP's own log server (`popnet up`); a reload does not change it.
+    /// The log server (`popnet logd`, or the POP's own in `popnet up`).
     pub logd: Option<logd::Logd>,
 }
 
@@ -45,6 +45,9 @@ impl Roles {
             Some(p) => Some(p.prepare_reload(&cfg).map_err(|e| format!("probe: {e}"))?),
             None => None,
         };
+        if let Some(l) = &self.logd {
+            l.prepare_reload(&cfg).map_err(|e| format!("logd: {e}"))?;
+        }
         let mut done = vec![format!("version {}", cfg.network.version)];
         if let (Some(d), Some(r)) = (&self.dns, dns) {
             let restart = r.needs_restart().join(", ");
@@ -65,6 +68,17 @@ impl Roles {
             } else {
                 format!(
                     "cache reloaded ({hosts} hosts; until a restart, these keep their running values: {restart})"
+                )
+            });
+        }
+        if let Some(l) = &self.logd {
+            // Every role accepted the config above, so this switches too.
+            let restart = l.apply_reload(cfg.clone(), Some(text)).join(", ");
+            done.push(if restart.is_empty() {
+                "logd reloaded".to_string()
+            } else {
+                format!(
+                    "logd reloaded (until a restart, these keep their running values: {restart})"
                 )
             });
         }
@@ -115,6 +129,8 @@ pub enum Source {
 /// The config a role starts with, and the subscription it came from.
 pub struct Start {
     pub cfg: Config,
+    /// The config's text (as signed, from configd).
+    pub text: String,
     sub: Option<Subscription>,
 }
 
@@ -132,12 +148,23 @@ pub fn first(source: &Source, role: &str) -> Result<Start, FirstError> {
     match source {
         Source::Demo => Ok(Start {
             cfg: Config::demo(),
+            text: popnet_config::DEMO_TOML.to_string(),
             sub: None,
         }),
-        Source::File(p) => Ok(Start {
-            cfg: Config::load(p).map_err(FirstError::Config)?,
-            sub: None,
-        }),
+        Source::File(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| {
+                FirstError::Config(popnet_config::ConfigError::Io {
+                    path: p.clone(),
+                    source,
+                })
+            })?;
+            Ok(Start {
+                cfg: Config::from_toml(&text, &p.display().to_string())
+                    .map_err(FirstError::Config)?,
+                text,
+                sub: None,
+            })
+        }
         Source::Configd(sock) => {
             let (sub, update) = Subscription::connect(sock, role)
                 .map_err(|e| FirstError::Configd(e.to_string()))?;
@@ -148,6 +175,7 @@ pub fn first(source: &Source, role: &str) -> Result<Start, FirstError> {
             .map_err(FirstError::Config)?;
             Ok(Start {
                 cfg,
+                text: update.text,
                 sub: Some(sub),
             })
         }

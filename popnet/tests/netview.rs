@@ -18,24 +18,43 @@ const ROOT: (&str, &str) = ("root", "the admin's password");
 const HIT_RGB: [u8; 3] = [0x2b, 0x8a, 0x3e];
 const MISS_RGB: [u8; 3] = [0xe8, 0x59, 0x0c];
 
+/// A port free for both TCP and UDP on 127.0.0.1 (the DNS server takes both).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn local(port: u16) -> SocketAddr {
     ([127, 0, 0, 1], port).into()
 }
 
-/// A one-POP network: customers "demo" and "other" (both served by the cache from one
-/// demo origin), the log server "main" keeping both, with NetView on.
+/// `popctl`, built next to `popnet` by `cargo test --workspace`.
+fn popctl(args: &[&str]) -> std::process::Output {
+    let bin = Path::new(env!("CARGO_BIN_EXE_popnet")).with_file_name("popctl");
+    Command::new(&bin).args(args).output().unwrap_or_else(|e| {
+        panic!(
+            "{} ({e}): build it with `cargo build -p popctl`",
+            bin.display()
+        )
+    })
+}
+
+/// A one-POP network under configd (one box, "m"): customers "demo" and "other" (both
+/// served by the cache from one demo origin; demo also has the dynamic name
+/// www.demo.example answered with up to four origins), the log server "main" keeping
+/// both, with NetView on and its origin form signing with admin key "netview".
 struct Net {
     dir: tempfile::TempDir,
+    /// The signed config configd starts with.
     config: PathBuf,
     users: PathBuf,
+    configd: SocketAddr,
+    dns: SocketAddr,
     dns_admin: SocketAddr,
     cache_http: SocketAddr,
     cache_admin: SocketAddr,
@@ -46,6 +65,18 @@ struct Net {
 impl Net {
     fn new(origin: SocketAddr) -> Net {
         let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("netview.pem");
+        let out = popctl(&[
+            "config",
+            "keygen",
+            "--out",
+            key.to_str().unwrap(),
+            "--name",
+            "netview",
+        ]);
+        let admins = String::from_utf8(out.stdout).unwrap();
+        assert!(admins.contains("[[network.admins]]"), "keygen: {admins}");
+        let configd = local(free_port());
         let dns = local(free_port());
         let dns_admin = local(free_port());
         let cache_http = local(free_port());
@@ -59,7 +90,7 @@ impl Net {
 name = "netview-test"
 version = 1
 zone = "popnet.example"
-
+{admins}
 [probes]
 report_key = "b931d3d715699ac5770f3adaa5de1107460e972c72dfc63c6498486c5ae09ce5"
 
@@ -92,6 +123,11 @@ port = {oport}
 [[customers.domains]]
 name = "static.demo.example"
 kind = "static"
+[[customers.domains]]
+name = "www.demo.example"
+kind = "dynamic"
+[customers.domains.policy]
+answers = 4
 
 [[customers]]
 name = "other"
@@ -112,19 +148,47 @@ admin = "{logd_admin}"
 netview = "{netview}"
 customers = ["demo", "other"]
 data_dir = "{data}"
+[log_servers.origin_form]
+admin_key = "{key}"
+allow_private = true
+
+[configd]
+masters = ["m"]
+[[configd.boxes]]
+name = "m"
+address = "{configd}"
+pop = "t"
 "#,
+            key = key.display(),
             spool = dir.path().join("spool").display(),
             data = dir.path().join("logd").display(),
             oip = origin.ip(),
             oport = origin.port(),
         );
-        let config = dir.path().join("popnet.toml");
-        std::fs::write(&config, text).unwrap();
+        let plain = dir.path().join("popnet.toml");
+        std::fs::write(&plain, text).unwrap();
+        let config = dir.path().join("popnet.signed.toml");
+        let out = popctl(&[
+            "config",
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            "--out",
+            config.to_str().unwrap(),
+            plain.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "sign: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let users = dir.path().join("logd").join("netview-users.toml");
         Net {
             dir,
             config,
             users,
+            configd,
+            dns,
             dns_admin,
             cache_http,
             cache_admin,
@@ -133,8 +197,9 @@ data_dir = "{data}"
         }
     }
 
-    fn cfg(&self) -> &str {
-        self.config.to_str().unwrap()
+    /// configd's local socket.
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("configd").join("configd.sock")
     }
 
     /// Adds a NetView user with `popnet netview-user add`, the password on stdin.
@@ -166,29 +231,63 @@ data_dir = "{data}"
         );
     }
 
-    /// dns, logd (with NetView) and cache, each up; users alice (demo), bob (other) and
-    /// root (admin).
+    /// configd, then dns, logd (with NetView) and cache following it, each up; users
+    /// alice (demo), bob (other) and root (admin).
     fn start(&self) -> Vec<Proc> {
         self.add_user(ALICE, Some("demo"));
         self.add_user(BOB, Some("other"));
         self.add_user(ROOT, None);
         let log = |n: &str| self.dir.path().join(n);
-        let dns = Proc::start(
-            &["dns", "--config", self.cfg()],
-            self.dns_admin,
-            &log("dns.log"),
+        let state = self.dir.path().join("configd");
+        let mut configd = Proc::spawn(
+            &[
+                "configd",
+                "--name",
+                "m",
+                "--state",
+                state.to_str().unwrap(),
+                "--bootstrap",
+                self.config.to_str().unwrap(),
+            ],
+            &log("configd.log"),
         );
-        let logd = Proc::start(
-            &["logd", "--config", self.cfg()],
-            self.netview,
-            &log("logd.log"),
-        );
+        let sock = self.socket();
+        configd.wait_until("configd's local socket", || {
+            sock.exists() && TcpStream::connect(self.configd).is_ok()
+        });
+        let sock = sock.to_str().unwrap();
+        let dns = Proc::start(&["dns", "--configd", sock], self.dns_admin, &log("dns.log"));
+        let logd = Proc::start(&["logd", "--configd", sock], self.netview, &log("logd.log"));
         let cache = Proc::start(
-            &["cache", "--config", self.cfg(), "--workers", "2"],
+            &["cache", "--configd", sock, "--workers", "2"],
             self.cache_admin,
             &log("cache.log"),
         );
-        vec![dns, logd, cache]
+        vec![configd, dns, logd, cache]
+    }
+
+    /// The addresses `dig +short` gets for `name` (A) from the POP's DNS server.
+    fn dig(&self, name: &str) -> Vec<String> {
+        let out = Command::new("dig")
+            .args([
+                &format!("@{}", self.dns.ip()),
+                "-p",
+                &self.dns.port().to_string(),
+                "+short",
+                "+time=2",
+                "+tries=1",
+                name,
+                "A",
+            ])
+            .output()
+            .expect("dig runs (bind9-dnsutils)");
+        let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
+        v.sort();
+        v
     }
 
     /// Requests `paths` of `host` through the cache and waits until logd has them all.
@@ -225,8 +324,8 @@ struct Proc {
 }
 
 impl Proc {
-    /// Starts `popnet --log info <args>` and waits until `health`'s `/health` answers 200.
-    fn start(args: &[&str], health: SocketAddr, log: &Path) -> Proc {
+    /// Starts `popnet --log info <args>`.
+    fn spawn(args: &[&str], log: &Path) -> Proc {
         let err = std::fs::File::create(log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_popnet"))
             .args(["--log", "info"])
@@ -235,25 +334,41 @@ impl Proc {
             .stderr(err)
             .spawn()
             .expect("popnet runs");
-        let mut p = Proc {
+        Proc {
             child,
             log: log.to_owned(),
-        };
+        }
+    }
+
+    /// Waits until `ready`, failing with the process's log if it exits or takes a minute.
+    fn wait_until(&mut self, what: &str, mut ready: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(Some(status)) = p.child.try_wait() {
-                panic!("popnet {args:?} exited ({status}):\n{}", p.log_text());
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "popnet exited ({status}) before {what}:\n{}",
+                    self.log_text()
+                );
             }
-            if http(health, "GET", "/health", &[], None).is_some_and(|(s, _)| s.code == 200) {
-                return p;
+            if ready() {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
-                "popnet {args:?} did not come up:\n{}",
-                p.log_text()
+                "no {what} within a minute:\n{}",
+                self.log_text()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Starts `popnet --log info <args>` and waits until `health`'s `/health` answers 200.
+    fn start(args: &[&str], health: SocketAddr, log: &Path) -> Proc {
+        let mut p = Proc::spawn(args, log);
+        p.wait_until(&format!("/health on {health}"), || {
+            http(health, "GET", "/health", &[], None).is_some_and(|(s, _)| s.code == 200)
+        });
+        p
     }
 
     fn log_text(&self) -> String {
@@ -486,6 +601,23 @@ fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// The demo origin on 127.0.0.1 and 127.0.0.2, one port: the second address is the
+/// origin server the tests add through NetView (the cache may fetch from it then).
+fn two_address_origin() -> DemoOrigin {
+    let port = free_port();
+    DemoOrigin::start(&[local(port), SocketAddr::from(([127, 0, 0, 2], port))])
+        .expect("the demo origin listens on 127.0.0.1 and 127.0.0.2")
+}
+
+/// The version in configd's durable store (what the box runs).
+fn configd_version(net: &Net) -> u32 {
+    let t = std::fs::read_to_string(net.dir.path().join("configd").join("running.toml")).unwrap();
+    popnet_config::Config::from_toml(&t, "configd's store")
+        .unwrap()
+        .network
+        .version
+}
+
 /// Ten objects of each customer fetched twice: ten misses, then ten hits.
 fn make_traffic(net: &Net) {
     let paths: Vec<String> = (1..=10).map(|i| format!("/obj/{i}k")).collect();
@@ -499,7 +631,7 @@ fn make_traffic(net: &Net) {
 
 #[test]
 fn netview_login_csrf_isolation_hostile_input_and_purge() {
-    let origin = DemoOrigin::start(&["127.0.0.1:0".parse().unwrap()]).unwrap();
+    let origin = two_address_origin();
     let net = Net::new(origin.addrs[0]);
     let _procs = net.start();
     make_traffic(&net);
@@ -997,7 +1129,7 @@ fn count_colour(png_bytes: &[u8], rgb: [u8; 3]) -> (usize, (u32, u32)) {
 }
 
 #[test]
-fn chromium_customer_logs_in_sees_a_chart_and_purges() {
+fn chromium_customer_logs_in_sees_a_chart_purges_and_adds_an_origin() {
     let Some(bin) = chromium() else {
         assert!(
             std::env::var("POPNET_HWTESTS").as_deref() != Ok("1"),
@@ -1006,7 +1138,7 @@ fn chromium_customer_logs_in_sees_a_chart_and_purges() {
         eprintln!("SKIPPED: chromium is not installed (apt-get install chromium)");
         return;
     };
-    let origin = DemoOrigin::start(&["127.0.0.1:0".parse().unwrap()]).unwrap();
+    let origin = two_address_origin();
     let net = Net::new(origin.addrs[0]);
     let _procs = net.start();
     make_traffic(&net);
@@ -1096,6 +1228,37 @@ fn chromium_customer_logs_in_sees_a_chart_and_purges() {
     );
     assert!(x_cache(&net, DEMO_HOST, "/obj/5k").starts_with("MISS"));
 
+    // The origin form, filled in and sent by the browser; the DNS answers follow.
+    assert_eq!(net.dig("www.demo.example"), ["127.0.0.1"]);
+    b.call(
+        "Page.navigate",
+        serde_json::json!({ "url": format!("http://{nv}/c/demo/origins") }),
+    );
+    b.wait_page("/c/demo/origins");
+    b.eval(&format!(
+        "document.getElementById('origin-name').value = 'o2';\
+         document.getElementById('origin-addresses').value = '127.0.0.2';\
+         document.getElementById('origin-port').value = '{}';\
+         document.getElementById('add-origin-button').click(); true",
+        origin.addrs[0].port()
+    ));
+    wait_for("the origin form's result", Duration::from_secs(60), || {
+        b.eval("document.readyState == 'complete' && !!document.getElementById('origin-result')")
+            == serde_json::Value::Bool(true)
+    });
+    let result = b.eval("document.getElementById('origin-result').textContent");
+    assert!(
+        result
+            .as_str()
+            .is_some_and(|t| t.starts_with("Done: added origin o2")),
+        "{result}"
+    );
+    wait_for(
+        "the DNS answers to include the new origin",
+        Duration::from_secs(30),
+        || net.dig("www.demo.example") == ["127.0.0.1", "127.0.0.2"],
+    );
+
     // Typing another customer's page into the address bar: not found.
     b.call(
         "Page.navigate",
@@ -1107,4 +1270,222 @@ fn chromium_customer_logs_in_sees_a_chart_and_purges() {
         b.eval("document.body.innerText.includes('static.other.example')"),
         false
     );
+}
+
+#[test]
+fn a_customer_adds_and_removes_an_origin_and_the_dns_answers_follow() {
+    let origin = two_address_origin();
+    let port = origin.addrs[0].port();
+    let net = Net::new(origin.addrs[0]);
+    let _procs = net.start();
+    let nv = net.netview;
+    const WWW: &str = "www.demo.example";
+    assert_eq!(net.dig(WWW), ["127.0.0.1"]);
+
+    let alice = login(nv, ALICE);
+    let (h, page) = alice.get(nv, "/c/demo/origins");
+    assert_eq!(h.code, 200, "{page}");
+    assert!(page.contains("id=\"add-origin\""), "{page}");
+    assert!(page.contains("Running config: version 1."), "{page}");
+    let (_, dash) = alice.get(nv, "/c/demo");
+    assert!(dash.contains("href=\"/c/demo/origins\""), "{dash}");
+
+    let add = |name: &str, addresses: &str, port: &str, extra: &str| {
+        format!(
+            "csrf={}&name={}&addresses={}&port={}{extra}",
+            alice.csrf,
+            enc(name),
+            enc(addresses),
+            enc(port)
+        )
+    };
+    let p = port.to_string();
+    // Refused, each with its reason, and nothing pushed.
+    for (form, says) in [
+        (add("o2", "not-an-ip", &p, ""), "is not an IP address"),
+        (add("o2", "0.0.0.0", &p, ""), "not a unicast address"),
+        (add("o2", "224.0.0.1", &p, ""), "not a unicast address"),
+        (add("o", "127.0.0.2", &p, ""), "already has an origin named"),
+        (add("Bad Name!", "127.0.0.2", &p, ""), "The name must be"),
+        (add("o2", "127.0.0.2", "70000", ""), "is not a port"),
+        (
+            add("o2", "127.0.0.2", &p, "&region=nowhere"),
+            "is not a region",
+        ),
+        (add("o2", "127.0.0.2", &p, "&weight=-1"), "is not a weight"),
+        (add("o2", "", &p, ""), "Give the origin"),
+        (
+            add("o2", "127.0.0.2", &p, "&check=http&path=no%20slash"),
+            "must start with /",
+        ),
+    ] {
+        let (h, body) = alice.post(nv, "/c/demo/origins", &form);
+        assert_eq!(h.code, 400, "{form}: {body}");
+        assert!(body.contains("Nothing was changed"), "{form}: {body}");
+        assert!(body.contains(says), "{form} should say {says:?}: {body}");
+    }
+    // Removing the customer's only origin would leave its names without servers: the
+    // whole changed config is checked first.
+    let (h, body) = alice.post(
+        nv,
+        "/c/demo/origins/remove",
+        &format!("csrf={}&name=o", alice.csrf),
+    );
+    assert_eq!(h.code, 400, "{body}");
+    assert!(body.contains("is not valid"), "{body}");
+    let (h, body) = alice.post(
+        nv,
+        "/c/demo/origins/remove",
+        &format!("csrf={}&name=nope", alice.csrf),
+    );
+    assert_eq!(h.code, 400, "{body}");
+    assert!(body.contains("has no origin named"), "{body}");
+    // No CSRF token; another customer's user; no session: refused before anything.
+    let (h, _) = alice.post(nv, "/c/demo/origins", "name=o2&addresses=127.0.0.2");
+    assert_eq!(h.code, 403);
+    let bob = login(nv, BOB);
+    let (h, _) = bob.post(
+        nv,
+        "/c/demo/origins",
+        &format!("csrf={}&name=o2&addresses=127.0.0.2", bob.csrf),
+    );
+    assert_eq!(h.code, 404);
+    let (h, _) = bob.get(nv, "/c/demo/origins");
+    assert_eq!(h.code, 404);
+    let (h, _) = http(
+        nv,
+        "POST",
+        "/c/demo/origins",
+        &[],
+        Some("name=o2&addresses=127.0.0.2"),
+    )
+    .unwrap();
+    assert_eq!(h.code, 401);
+    assert_eq!(configd_version(&net), 1, "nothing was pushed");
+    assert_eq!(net.dig(WWW), ["127.0.0.1"]);
+
+    // Added: a new version, signed by the log server's key, pushed through configd; the
+    // DNS server (following configd) answers with the new origin too.
+    let (h, body) = alice.post(
+        nv,
+        "/c/demo/origins",
+        &add("o2", "127.0.0.2", &p, "&check=tcp"),
+    );
+    assert_eq!(h.code, 200, "{body}");
+    assert!(
+        body.contains("Done: added origin o2 (127.0.0.2); version 2 runs on every box."),
+        "{body}"
+    );
+    assert!(body.contains("id=\"push-report\""), "{body}");
+    assert!(body.contains("<td>m</td>"), "{body}");
+    assert_eq!(configd_version(&net), 2);
+    wait_for(
+        "the DNS answers to include 127.0.0.2",
+        Duration::from_secs(30),
+        || net.dig(WWW) == ["127.0.0.1", "127.0.0.2"],
+    );
+    let stored =
+        std::fs::read_to_string(net.dir.path().join("configd").join("running.toml")).unwrap();
+    assert!(stored.contains("name = \"o2\""), "{stored}");
+    assert!(
+        stored
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("# popnet-signature v1 key="),
+        "{stored}"
+    );
+    let (_, page) = alice.get(nv, "/c/demo/origins");
+    assert!(page.contains("Running config: version 2."), "{page}");
+    assert!(page.contains("id=\"remove-o2\""), "{page}");
+    // The cache follows too, and still serves (from either address).
+    assert_eq!(
+        curl(net.cache_http, DEMO_HOST, &["/obj/3k".to_string()])[0].status,
+        200
+    );
+
+    // Removed again: the answers drop it.
+    let (h, body) = alice.post(
+        nv,
+        "/c/demo/origins/remove",
+        &format!("csrf={}&name=o2", alice.csrf),
+    );
+    assert_eq!(h.code, 200, "{body}");
+    assert!(body.contains("Done: removed origin o2"), "{body}");
+    assert_eq!(configd_version(&net), 3);
+    wait_for(
+        "the DNS answers to drop 127.0.0.2",
+        Duration::from_secs(30),
+        || net.dig(WWW) == ["127.0.0.1"],
+    );
+
+    // An admin pushes version 4 with popctl: the log server follows configd, so its
+    // page shows the origin that push added, and the next change builds on it.
+    let running =
+        std::fs::read_to_string(net.dir.path().join("configd").join("running.toml")).unwrap();
+    let o3 = popnet_config::edit::NewOrigin {
+        name: "o3".into(),
+        addresses: vec!["127.0.0.2".parse().unwrap()],
+        port,
+        region: None,
+        weight: 1.0,
+        check: popnet_config::edit::NewCheck::Default,
+    };
+    let v4 = popnet_config::edit::add_origin(&running, "demo", &o3, &[], "test").unwrap();
+    let plain = net.dir.path().join("v4.toml");
+    std::fs::write(&plain, &v4.text).unwrap();
+    let key = net.dir.path().join("netview.pem");
+    let signed = net.dir.path().join("v4.signed.toml");
+    for args in [
+        vec![
+            "config",
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            "--out",
+            signed.to_str().unwrap(),
+            plain.to_str().unwrap(),
+        ],
+        vec![
+            "config",
+            "push",
+            "--key",
+            key.to_str().unwrap(),
+            signed.to_str().unwrap(),
+        ],
+    ] {
+        let out = popctl(&args);
+        assert!(
+            out.status.success(),
+            "popctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    wait_for("NetView to show version 4", Duration::from_secs(30), || {
+        let (_, page) = alice.get(nv, "/c/demo/origins");
+        page.contains("Running config: version 4.") && page.contains("id=\"remove-o3\"")
+    });
+    let (h, body) = alice.post(
+        nv,
+        "/c/demo/origins/remove",
+        &format!("csrf={}&name=o3", alice.csrf),
+    );
+    assert_eq!(h.code, 200, "{body}");
+    assert!(body.contains("version 5 runs on every box"), "{body}");
+
+    // The changes are counted in /metrics.
+    let (_, metrics) = http(net.logd_admin, "GET", "/metrics", &[], None).unwrap();
+    let line = |result: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("popnet_netview_origin_changes_total{")
+                    && l.contains(&format!("result=\"{result}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no origin change counter for {result}: {metrics}"))
+    };
+    assert_eq!(line("pushed"), 3);
+    assert_eq!(line("refused"), 12);
 }

@@ -7,6 +7,8 @@
 //! | `GET /c/<customer>?range=hour\|day\|month` | the customer, admins | graphs (requests by cache status, bytes, per POP), totals, DNS answers per POP and server, origin checks, purge form |
 //! | `POST /c/<customer>/purge` | the customer, admins | purges a URL or prefix of the customer's names on every POP cache |
 //! | `GET /c/<customer>/bill?month=YYYY-MM` | the customer, admins | the month's bytes × fee, per POP, and the last twelve months |
+//! | `GET /c/<customer>/origins` | the customer, admins | its origin servers, the add form, a remove button each |
+//! | `POST /c/<customer>/origins`, `POST /c/<customer>/origins/remove` | the customer, admins | adds or removes one origin: a new config version signed with the log server's admin key and pushed through configd ([`origins`]) |
 //! | `GET /pop/<pop>?range=` | admins | one POP's traffic over all customers |
 //! | `GET /network` | everyone logged in | POPs, servers (health, load, latency), the selector's answers per view, from every DNS server's admin listener; customers see their own servers and names only |
 //!
@@ -17,6 +19,7 @@
 pub mod auth;
 pub mod chart;
 pub mod client;
+pub mod origins;
 pub mod pages;
 
 use std::fmt::Write as _;
@@ -55,6 +58,8 @@ pub struct Counters {
     pub denied: AtomicU64,
     pub purges: AtomicU64,
     pub purge_errors: AtomicU64,
+    pub origin_changes: AtomicU64,
+    pub origin_refused: AtomicU64,
 }
 
 /// NetView's part of `/metrics`.
@@ -93,12 +98,25 @@ pub fn metrics(m: &mut promtext::Metrics, name: &str, c: &Counters) {
         &[("log_server", name), ("result", "error")],
         g(&c.purge_errors),
     );
+    let mut f = m.counter(
+        "popnet_netview_origin_changes_total",
+        "Origin additions and removals from NetView's form: pushed (committed) or refused (bad input, or the push was aborted).",
+    );
+    f.sample(
+        &[("log_server", name), ("result", "pushed")],
+        g(&c.origin_changes),
+    );
+    f.sample(
+        &[("log_server", name), ("result", "refused")],
+        g(&c.origin_refused),
+    );
 }
 
 /// The UI.
 pub struct NetView {
     ctx: Arc<Ctx>,
     auth: Auth,
+    origins: origins::Origins,
 }
 
 fn not_found(s: Option<&Session>) -> Response {
@@ -224,6 +242,7 @@ impl NetView {
         Ok(NetView {
             ctx,
             auth: Auth::open(users)?,
+            origins: origins::Origins::default(),
         })
     }
 
@@ -309,6 +328,14 @@ impl NetView {
                     Ok(c) => self.purge(&s, &c, &form),
                     Err(r) => r,
                 },
+                ["c", name, "origins"] => match self.customer(&s, name) {
+                    Ok(c) => self.origins.add(&self.ctx, &s, &c, &form),
+                    Err(r) => r,
+                },
+                ["c", name, "origins", "remove"] => match self.customer(&s, name) {
+                    Ok(c) => self.origins.remove(&self.ctx, &s, &c, &form),
+                    Err(r) => r,
+                },
                 _ => not_found(Some(&s)),
             };
         }
@@ -332,6 +359,10 @@ impl NetView {
             },
             ["c", name, "bill"] => match self.customer(&s, name) {
                 Ok(c) => self.bill(&s, &c, req.param("month")),
+                Err(r) => return r,
+            },
+            ["c", name, "origins"] => match self.customer(&s, name) {
+                Ok(c) => Ok(self.origins.page(&self.ctx, &s, &c, None)),
                 Err(r) => return r,
             },
             ["pop", name] if s.is_admin() && self.ctx.config().pop(name).is_some() => {
@@ -638,6 +669,18 @@ impl NetView {
             escape(&chart::human(b.bytes as f64, Unit::Bytes)),
             money(b.amount),
             money(b.fee_per_gb)
+        );
+        let _ = write!(
+            body,
+            "<h2>Origin servers</h2><p id=\"origins-summary\">{}: {}. <a href=\"/c/{name}/origins\">Add or remove</a></p>",
+            c.origins.len(),
+            escape(
+                &c.origins
+                    .iter()
+                    .map(|o| o.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         );
         let _ = write!(
             body,

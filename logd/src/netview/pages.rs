@@ -55,7 +55,7 @@ pub fn page(title: &str, session: Option<&Session>, body: &str) -> String {
             let c = escape(c);
             let _ = write!(
                 o,
-                "<a href=\"/c/{c}\">Traffic</a><a href=\"/c/{c}/bill\">Bill</a>"
+                "<a href=\"/c/{c}\">Traffic</a><a href=\"/c/{c}/origins\">Origins</a><a href=\"/c/{c}/bill\">Bill</a>"
             );
         }
         o.push_str("<a href=\"/network\">Network</a>");
