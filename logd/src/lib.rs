@@ -223,6 +223,9 @@ impl Logd {
                     .users
                     .clone()
                     .unwrap_or_else(|| data_dir.join(netview::USERS_FILE));
+                if let Some(f) = &me.origin_form {
+                    netview::origins::check_at_start(cfg, f);
+                }
                 let nv = Arc::new(netview::NetView::new(ctx.clone(), &users)?);
                 let h: http::Handler = Arc::new(move |r| nv.handle(r));
                 threads.push(

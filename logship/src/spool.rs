@@ -5,6 +5,9 @@
 //! batch, the frame exactly as sent. Files are written to a temporary name, synced and
 //! renamed, so a crash leaves whole batches or none; `.tmp` leftovers are removed at
 //! open. Numbers continue across restarts, so the log server's duplicate check holds.
+//! One process at a time: `lock` is held with an exclusive flock while the spool is
+//! open (two senders on one stream would reuse each other's numbers and delete each
+//! other's batches).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -25,6 +28,10 @@ pub enum SpoolError {
     },
     #[error("spool {path}: {why}; remove the file to start a new stream")]
     Corrupt { path: PathBuf, why: String },
+    #[error(
+        "spool {path} is in use by another process (a second daemon of the same POP and role?); stop that one, or give this one another [logs] spool_dir"
+    )]
+    InUse { path: PathBuf },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
@@ -43,6 +50,8 @@ pub struct Spool {
     /// Pending batches: seq → file size.
     pending: BTreeMap<u64, u64>,
     bytes: u64,
+    /// Holds the directory's flock while the spool is open.
+    _lock: File,
 }
 
 fn write_synced(path: &Path, data: &[u8]) -> io::Result<()> {
@@ -67,6 +76,22 @@ impl Spool {
     /// Opens (or creates) the spool in `dir`.
     pub fn open(dir: &Path) -> Result<Spool, SpoolError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(SpoolError::InUse {
+                    path: dir.to_path_buf(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+        }
         let stream_path = dir.join("stream");
         let stream = match fs::read_to_string(&stream_path) {
             Ok(text) => {
@@ -126,6 +151,7 @@ impl Spool {
             next: next.max(1),
             pending,
             bytes,
+            _lock: lock,
         })
     }
 
@@ -240,6 +266,17 @@ mod tests {
         let s = Spool::open(d.path()).unwrap();
         assert!(s.is_empty());
         assert_eq!(s.next_seq(), 4);
+    }
+
+    #[test]
+    fn a_second_opener_is_refused_until_the_first_closes() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Spool::open(d.path()).unwrap();
+        let e = Spool::open(d.path()).unwrap_err();
+        assert!(matches!(e, SpoolError::InUse { .. }), "{e}");
+        assert!(e.to_string().contains("spool_dir"), "{e}");
+        drop(s);
+        Spool::open(d.path()).unwrap();
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The disk tier across process deaths: the real `popnet cache` killed with SIGKILL (during heavy writes, or after them), restarted, and every body it serves compared with the origin's; and large objects streamed from disk with bounded memory.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,16 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cache_engine::demo_origin::{DemoOrigin, body_of_path};
+use common::free_port;
 
 const HOST: &str = "static.demo.example";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A one-POP network whose cache serves `static.demo.example` from `origin`.
 fn config_text(origin: SocketAddr, store: &Path, cache_extra: &str) -> String {

@@ -411,10 +411,18 @@ fn one_udp_socket_per_worker_with_reuseport() {
         "expected 3 UDP sockets on port {}:\n{udp}",
         s.dns.port()
     );
-    // A second server on the same port is refused, instead of silently sharing it.
+    // A second server on the same port is refused, instead of silently sharing it (its
+    // own spool, or the first one's spool lock would refuse it first).
+    let dir = tempfile::tempdir().unwrap();
+    let second = dir.path().join("second.toml");
+    std::fs::write(
+        &second,
+        common::own_spool(&test_config(), &dir.path().join("spool")),
+    )
+    .unwrap();
     let out = std::process::Command::new(common::popnet_bin())
         .args(["dns", "--config"])
-        .arg(&s.config)
+        .arg(&second)
         .args([
             "--listen",
             &s.dns.to_string(),

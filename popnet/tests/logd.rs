@@ -1,22 +1,17 @@
 //! The log server end to end: real `popnet cache`, `popnet dns` and `popnet logd` processes, requests made with curl, rollups that add up to them exactly, and a logd killed with SIGKILL mid-shipping that still ends with every record once.
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cache_engine::demo_origin::DemoOrigin;
+use common::free_port;
 
 const HOST: &str = "static.demo.example";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The addresses and directories of one test network.
 struct Net {

@@ -1,13 +1,16 @@
 //! NetView end to end: real `popnet dns`, `popnet cache` and `popnet logd --netview` processes; login, CSRF, isolation between customers, hostile input and purges over raw HTTP sockets and curl, and a customer driving the real pages in headless Chromium (DevTools protocol) whose screenshot shows the chart.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cache_engine::demo_origin::DemoOrigin;
+use common::free_port;
 
 const DEMO_HOST: &str = "static.demo.example";
 const OTHER_HOST: &str = "static.other.example";
@@ -18,30 +21,16 @@ const ROOT: (&str, &str) = ("root", "the admin's password");
 const HIT_RGB: [u8; 3] = [0x2b, 0x8a, 0x3e];
 const MISS_RGB: [u8; 3] = [0xe8, 0x59, 0x0c];
 
-/// A port free for both TCP and UDP on 127.0.0.1 (the DNS server takes both).
-fn free_port() -> u16 {
-    loop {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = u.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 fn local(port: u16) -> SocketAddr {
     ([127, 0, 0, 1], port).into()
 }
 
-/// `popctl`, built next to `popnet` by `cargo test --workspace`.
+/// Runs `popctl` (built next to `popnet` by `cargo test --workspace`).
 fn popctl(args: &[&str]) -> std::process::Output {
-    let bin = Path::new(env!("CARGO_BIN_EXE_popnet")).with_file_name("popctl");
-    Command::new(&bin).args(args).output().unwrap_or_else(|e| {
-        panic!(
-            "{} ({e}): build it with `cargo build -p popctl`",
-            bin.display()
-        )
-    })
+    Command::new(common::popctl_bin())
+        .args(args)
+        .output()
+        .expect("popctl runs")
 }
 
 /// A one-POP network under configd (one box, "m"): customers "demo" and "other" (both

@@ -31,6 +31,22 @@ pub struct Origins {
     one_at_a_time: Mutex<()>,
 }
 
+/// Says in the log, at start, what would keep the form from working: a key that
+/// cannot be read, or one the network's admins do not list.
+pub fn check_at_start(cfg: &Config, form: &OriginForm) {
+    match AdminKey::load(&form.admin_key) {
+        Err(e) => {
+            tracing::warn!(error = %e, "netview: the origin form's admin key cannot be read; changes will be refused until it can")
+        }
+        Ok(k) => {
+            let public = k.public_b64();
+            if !cfg.network.admins.iter().any(|a| a.key.trim() == public) {
+                tracing::warn!(key = %public, "netview: the origin form's admin key is not in [[network.admins]]; the boxes will refuse its changes");
+            }
+        }
+    }
+}
+
 /// Why the form cannot change this log server's config, if it cannot.
 fn unavailable(ctx: &Ctx) -> Option<String> {
     let (cfg, text) = ctx.config_and_text();
@@ -471,7 +487,13 @@ impl Origins {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "netview: the origin change cannot be pushed");
-                return self.refused(ctx, s, c, &e.to_string());
+                let why = match e {
+                    configd::push::PushError::NotAdmin { .. } | configd::push::PushError::Key(_) => {
+                        "the network does not accept the log server's admin key; the administrators have been told.".to_string()
+                    }
+                    e => format!("the change could not be sent: {e}"),
+                };
+                return self.refused(ctx, s, c, &why);
             }
         };
         let complete = report.complete();

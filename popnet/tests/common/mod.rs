@@ -21,15 +21,32 @@ pub struct Server {
     seq: u64,
 }
 
-/// A port free for both UDP and TCP on 127.0.0.1 right now.
+/// A port free for both UDP and TCP on 127.0.0.1 right now, below the kernel's
+/// ephemeral range (32768 and up): a port handed out by binding to port 0 can be taken,
+/// before the daemon under test binds it, by any outgoing connection of a test running
+/// beside it, and then the daemon fails with "address in use". Each call tries the next
+/// port after a start that differs per process.
 pub fn free_port() -> u16 {
-    loop {
-        let u = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-        let port = u.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let start = (std::process::id().wrapping_mul(7919)
+        ^ SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos())
+        % SPAN;
+    let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
             return port;
         }
     }
+    panic!("no free port between {LOW} and {}", LOW + SPAN);
 }
 
 pub fn popnet_bin() -> PathBuf {
@@ -47,6 +64,40 @@ pub fn popctl_bin() -> PathBuf {
     p
 }
 
+/// `config_text` with its `[logs] spool_dir` (when it has `[logs]`) set to `spool`: every
+/// daemon of a test spools on its own (a spool is one process's; a second is refused).
+pub fn own_spool(config_text: &str, spool: &std::path::Path) -> String {
+    let line = format!("spool_dir = \"{}\"", spool.display());
+    let mut out = String::with_capacity(config_text.len() + line.len());
+    let mut in_logs = false;
+    let mut done = false;
+    for l in config_text.lines() {
+        let t = l.trim_start();
+        if t.starts_with('[') {
+            if in_logs && !done {
+                out.push_str(&line);
+                out.push('\n');
+                done = true;
+            }
+            in_logs = t.starts_with("[logs]");
+        } else if in_logs && t.starts_with("spool_dir") {
+            if !done {
+                out.push_str(&line);
+                out.push('\n');
+                done = true;
+            }
+            continue;
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    if in_logs && !done {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
 fn report_key(config_text: &str) -> Vec<u8> {
     let cfg = popnet_config::Config::from_toml(config_text, "test").expect("test config is valid");
     cfg.probes.report_key.as_bytes().to_vec()
@@ -58,7 +109,9 @@ impl Server {
     pub fn start_with(config_text: &str, workers: usize) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("popnet.toml");
-        std::fs::write(&config, config_text).expect("write config");
+        let config_text = own_spool(config_text, &dir.path().join("spool"));
+        std::fs::write(&config, &config_text).expect("write config");
+        let config_text = config_text.as_str();
         let key = report_key(config_text);
         for _attempt in 0..5 {
             let dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
