@@ -67,17 +67,7 @@ impl Lab {
     fn new(tree: &[(&str, &[&str])]) -> Lab {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = dir.path().join("alice.pem");
-        let out = popctl(&[
-            "config",
-            "keygen",
-            "--out",
-            key.to_str().unwrap(),
-            "--name",
-            "alice",
-        ]);
-        assert!(out.status.success(), "keygen: {}", text(&out));
-        let admin_entry = String::from_utf8(out.stdout).unwrap();
-        assert!(admin_entry.contains("[[network.admins]]"), "{admin_entry}");
+        let admin_entry = common::keygen(&key, "alice");
         let boxes = tree
             .iter()
             .map(|(name, controls)| BoxSpec {
@@ -155,16 +145,7 @@ impl Lab {
         let plain = self.path(&format!("v{version}.toml"));
         std::fs::write(&plain, self.config_with(version, &self.admin_entry, extra)).unwrap();
         let signed = self.path(&format!("v{version}.signed.toml"));
-        let out = popctl(&[
-            "config",
-            "sign",
-            "--key",
-            self.key.to_str().unwrap(),
-            "--out",
-            signed.to_str().unwrap(),
-            plain.to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "sign: {}", text(&out));
+        common::sign(&self.key, &plain, &signed);
         signed
     }
 
@@ -421,16 +402,7 @@ fn bad_signature_unknown_key_and_lower_version_are_refused_with_clear_errors() {
 
     // Signed by a key the running config does not list (the new file lists it).
     let mallory = lab.path("mallory.pem");
-    let o = popctl(&[
-        "config",
-        "keygen",
-        "--out",
-        mallory.to_str().unwrap(),
-        "--name",
-        "mallory",
-    ]);
-    assert!(o.status.success());
-    let entry = String::from_utf8(o.stdout).unwrap();
+    let entry = common::keygen(&mallory, "mallory");
     let foreign = lab.path("foreign.toml");
     std::fs::write(
         &foreign,

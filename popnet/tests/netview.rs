@@ -55,16 +55,7 @@ impl Net {
     fn new(origin: SocketAddr) -> Net {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("netview.pem");
-        let out = popctl(&[
-            "config",
-            "keygen",
-            "--out",
-            key.to_str().unwrap(),
-            "--name",
-            "netview",
-        ]);
-        let admins = String::from_utf8(out.stdout).unwrap();
-        assert!(admins.contains("[[network.admins]]"), "keygen: {admins}");
+        let admins = common::keygen(&key, "netview");
         let configd = local(free_port());
         let dns = local(free_port());
         let dns_admin = local(free_port());
@@ -157,20 +148,7 @@ pop = "t"
         let plain = dir.path().join("popnet.toml");
         std::fs::write(&plain, text).unwrap();
         let config = dir.path().join("popnet.signed.toml");
-        let out = popctl(&[
-            "config",
-            "sign",
-            "--key",
-            key.to_str().unwrap(),
-            "--out",
-            config.to_str().unwrap(),
-            plain.to_str().unwrap(),
-        ]);
-        assert!(
-            out.status.success(),
-            "sign: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::sign(&key, &plain, &config);
         let users = dir.path().join("logd").join("netview-users.toml");
         Net {
             dir,
@@ -1425,31 +1403,19 @@ fn a_customer_adds_and_removes_an_origin_and_the_dns_answers_follow() {
     std::fs::write(&plain, &v4.text).unwrap();
     let key = net.dir.path().join("netview.pem");
     let signed = net.dir.path().join("v4.signed.toml");
-    for args in [
-        vec![
-            "config",
-            "sign",
-            "--key",
-            key.to_str().unwrap(),
-            "--out",
-            signed.to_str().unwrap(),
-            plain.to_str().unwrap(),
-        ],
-        vec![
-            "config",
-            "push",
-            "--key",
-            key.to_str().unwrap(),
-            signed.to_str().unwrap(),
-        ],
-    ] {
-        let out = popctl(&args);
-        assert!(
-            out.status.success(),
-            "popctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    common::sign(&key, &plain, &signed);
+    let out = popctl(&[
+        "config",
+        "push",
+        "--key",
+        key.to_str().unwrap(),
+        signed.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "popctl config push: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_for("NetView to show version 4", Duration::from_secs(30), || {
         let (_, page) = alice.get(nv, "/c/demo/origins");
         page.contains("Running config: version 4.") && page.contains("id=\"remove-o3\"")

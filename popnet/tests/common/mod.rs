@@ -64,6 +64,41 @@ pub fn popctl_bin() -> PathBuf {
     p
 }
 
+/// `popctl config keygen --out KEY --name NAME`: the key file is written; returns the
+/// `[[network.admins]]` entry to put in configs.
+pub fn keygen(key: &std::path::Path, name: &str) -> String {
+    let out = Command::new(popctl_bin())
+        .args(["config", "keygen", "--out"])
+        .arg(key)
+        .args(["--name", name])
+        .output()
+        .expect("popctl runs");
+    let entry = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && entry.contains("[[network.admins]]"),
+        "keygen: {entry}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    entry
+}
+
+/// `popctl config sign --key KEY --out SIGNED PLAIN`, which must succeed.
+pub fn sign(key: &std::path::Path, plain: &std::path::Path, signed: &std::path::Path) {
+    let out = Command::new(popctl_bin())
+        .args(["config", "sign", "--key"])
+        .arg(key)
+        .arg("--out")
+        .arg(signed)
+        .arg(plain)
+        .output()
+        .expect("popctl runs");
+    assert!(
+        out.status.success(),
+        "sign: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `config_text` with its `[logs] spool_dir` (when it has `[logs]`) set to `spool`: every
 /// daemon of a test spools on its own (a spool is one process's; a second is refused).
 pub fn own_spool(config_text: &str, spool: &std::path::Path) -> String {
