@@ -5,9 +5,10 @@
 //! allocation), and this thread drains it every interval and writes one record per
 //! (domain, view, type, server) that was handed out, with the interval it covers. When
 //! the catalog is replaced, the old one is drained until no answer table of it can still
-//! be in use. Answers sent by the XDP fast path never reach userspace, so they are not
-//! in these records; they are counted in aggregate by the program's per-CPU counters
-//! (`popnet_dns_xdp_*` on `/metrics`).
+//! be in use. Answers sent by the XDP fast path never reach userspace: the program
+//! counts each map entry's answers in a per-CPU hit counter, and before every drain the
+//! growth of those is added to the same tallies ([`crate::xdp::Runtime::drain_hits`]),
+//! so the records hold both paths' answers.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -116,6 +117,9 @@ pub fn start(
                 std::thread::sleep(Duration::from_millis(50));
                 if last.elapsed() >= interval {
                     last = Instant::now();
+                    if let Some(x) = shared.xdp.get() {
+                        x.drain_hits();
+                    }
                     let catalog = shared.table.load().catalog.clone();
                     log.lock()
                         .unwrap_or_else(|p| p.into_inner())

@@ -345,8 +345,11 @@ impl DnsServer {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        // What the workers counted since the last drain.
+        // What the workers and the XDP program counted since the last drain.
         if let Some(log) = &self.log {
+            if let Some(x) = self.shared.xdp.get() {
+                x.drain_hits();
+            }
             let catalog = self.shared.table.load().catalog.clone();
             log.lock()
                 .unwrap_or_else(|p| p.into_inner())

@@ -86,6 +86,14 @@ impl Tally {
         }
     }
 
+    /// Counts `n` answers on counter `i` (answers the XDP program sent, read from its
+    /// per-answer hit counters).
+    pub fn add_n(&self, i: u32, n: u64) {
+        if let Some(c) = self.counts.get(i as usize) {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     /// Takes every non-zero counter (resetting it): nothing counted is lost or taken twice.
     pub fn drain(&self) -> Vec<Counted> {
         let mut out = Vec::new();

@@ -730,3 +730,82 @@ fn resolvers_placed_by_latency_get_their_view_in_the_program_and_others_are_samp
         .collect();
     assert_eq!(addrs, ["192.0.2.10"]);
 }
+
+/// The tally counters of `table`'s catalog as (domain name, view name, server id, answers),
+/// drained.
+fn drained(table: &dns_fastpath::answer::AnswerTable) -> Vec<(String, String, String, u64)> {
+    let cat = &table.catalog;
+    let mut v: Vec<_> = cat
+        .tally
+        .drain()
+        .into_iter()
+        .map(|c| {
+            (
+                cat.domains[c.domain].name.to_string(),
+                cat.view_name(c.view).to_string(),
+                cat.servers[c.server].id.clone(),
+                c.answers,
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn answers_the_program_sends_are_counted_for_the_servers_in_them() {
+    if !privileged("answers_the_program_sends_are_counted_for_the_servers_in_them") {
+        return;
+    }
+    let mut f = fixture(XDP_CONFIG);
+    assert!(drained(&f.table).is_empty());
+    let ask = |f: &Fixture, src: &str, name: &str, t: RType, n: u16| {
+        for i in 0..n {
+            let d = Datagram::query(
+                ip(src),
+                ip(SERVER4),
+                40000 + i,
+                query(i, name, t, None, 0x0100),
+            );
+            assert!(f.xdp(&d).is_some(), "the program answers {name} {t:?}");
+        }
+    };
+    // Seven answers for the east view, three for the west; a fixed record (MX) and the
+    // zone apex are answered by the program but belong to no server.
+    ask(&f, "198.51.100.7", "www.shop.example", RType::A, 7);
+    ask(&f, "198.51.100.200", "WWW.shop.example", RType::A, 3);
+    ask(&f, "198.51.100.7", "pair.shop.example", RType::A, 2);
+    ask(&f, "198.51.100.7", "mail.shop.example", RType::MX, 5);
+    assert!(
+        drained(&f.table).is_empty(),
+        "nothing reaches userspace's tallies until the hits are read"
+    );
+    assert_eq!(f.fp.drain_hits().unwrap(), 7 + 3 + 2);
+    let got = drained(&f.table);
+    let count = |domain: &str, view: &str| -> Vec<(String, u64)> {
+        got.iter()
+            .filter(|g| g.0 == domain && g.1 == view)
+            .map(|g| (g.2.clone(), g.3))
+            .collect()
+    };
+    let www_east = count("www.shop.example.", "east");
+    assert_eq!(www_east.len(), 1, "{got:?}");
+    assert_eq!(www_east[0].1, 7, "{got:?}");
+    assert_eq!(count("www.shop.example.", "west")[0].1, 3, "{got:?}");
+    // Two servers in each answer of pair: each counted twice.
+    let pair = count("pair.shop.example.", "east");
+    assert_eq!(pair.len(), 2, "{got:?}");
+    assert!(pair.iter().all(|p| p.1 == 2), "{got:?}");
+    assert_eq!(f.fp.drain_hits().unwrap(), 0, "a read takes the hits once");
+
+    // Republishing the same table keeps every entry's slot: hits go on counting.
+    f.fp.publish(&f.table).unwrap();
+    ask(&f, "198.51.100.7", "www.shop.example", RType::A, 4);
+    assert_eq!(f.fp.drain_hits().unwrap(), 4);
+    assert_eq!(drained(&f.table).iter().map(|g| g.3).sum::<u64>(), 4);
+    // Emptied map: hits sent before are read at the removal, nothing after.
+    ask(&f, "198.51.100.7", "www.shop.example", RType::A, 2);
+    f.fp.clear().unwrap();
+    assert_eq!(drained(&f.table).iter().map(|g| g.3).sum::<u64>(), 2);
+    assert_eq!(f.fp.drain_hits().unwrap(), 0);
+}

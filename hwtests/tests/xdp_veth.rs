@@ -615,3 +615,114 @@ fn a_reload_republishes_the_xdp_map() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What the log server (run in the server namespace) has of shop's DNS answers in the
+/// last hour: (domain, server) → answers.
+fn logged_answers(lab: &Lab) -> Option<Vec<(String, String, u64)>> {
+    let out = lab
+        .cmd(&lab.server, "curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            "http://127.0.0.1:5391/api/stats?customer=shop&since=1h",
+        ])
+        .output()
+        .ok()?;
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let mut rows: Vec<(String, String, u64)> = v["dns"]
+        .as_array()?
+        .iter()
+        .map(|r| {
+            (
+                r["domain"].as_str().unwrap_or_default().to_string(),
+                r["server"].as_str().unwrap_or_default().to_string(),
+                r["answers"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    rows.sort();
+    Some(rows)
+}
+
+#[test]
+fn answers_sent_in_the_driver_reach_the_log_server() {
+    if !privileged("answers_sent_in_the_driver_reach_the_log_server") {
+        return;
+    }
+    let lab = Lab::new();
+    let dir = tempdir();
+    let cfg = dir.join("popnet.toml");
+    // The POP's log server runs in the server namespace, on its loopback.
+    let text = config().replace("[pops.dns]\n", "log_server = \"main\"\n[pops.dns]\n")
+        + &format!(
+            "\n[logs]\nkey = \"6f1e0c2b9a8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f\"\nspool_dir = \"{}\"\nbatch_interval = \"100ms\"\n\n[[log_servers]]\nname = \"main\"\naddress = \"127.0.0.1:5390\"\nadmin = \"127.0.0.1:5391\"\ncustomers = [\"shop\"]\ndata_dir = \"{}\"\n",
+            dir.join("spool").display(),
+            dir.join("logd").display()
+        );
+    std::fs::write(&cfg, text).unwrap();
+    let _logd = Guard(
+        lab.cmd(&lab.server, bin("popnet").to_str().unwrap())
+            .args(["logd", "--config"])
+            .arg(&cfg)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("popnet logd in the server namespace"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while logged_answers(&lab).is_none() {
+        assert!(Instant::now() < deadline, "logd did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _peer = Guard(
+        lab.cmd(&lab.client, bin("popnet").to_str().unwrap())
+            .args(["xdp-pass", &lab.client_if])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("peer pass program"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lab.has_xdp(&lab.client, &lab.client_if) {
+        assert!(
+            Instant::now() < deadline,
+            "the peer pass program did not attach"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _server = start_server(&lab, &cfg);
+    let before = stats(&lab).unwrap();
+    // Twelve answers from the east view, eight from the west, all sent by the program.
+    for _ in 0..12 {
+        assert_eq!(
+            dig(&lab, "192.0.2.1", "198.51.100.7", "www.shop.example", "A"),
+            ["203.0.113.10"]
+        );
+    }
+    for _ in 0..8 {
+        assert_eq!(
+            dig(&lab, "192.0.2.1", "198.51.100.200", "www.shop.example", "A"),
+            ["203.0.113.20"]
+        );
+    }
+    // All twenty went out of the driver (userspace meanwhile answers the server's own
+    // lookups of its log server's name, so its counter is not compared).
+    let after = stats(&lab).unwrap();
+    assert_eq!(xdp_answered(&after) - xdp_answered(&before), 20);
+    let want = vec![
+        ("www.shop.example".to_string(), "shop/east".to_string(), 12),
+        ("www.shop.example".to_string(), "shop/west".to_string(), 8),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = logged_answers(&lab).unwrap_or_default();
+        if got == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the log server has {got:?}, not {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

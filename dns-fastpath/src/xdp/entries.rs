@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 
 use dns_wire::{Message, Name, RType};
-use popnet_common::{AnswerKey, AnswerValue, MAX_BODY, MAX_NAME, OPT_LEN, VIEW_ANY, sum_bytes};
+use popnet_common::{
+    AnswerKey, AnswerValue, MAX_BODY, MAX_NAME, NO_SLOT, OPT_LEN, VIEW_ANY, sum_bytes,
+};
 
 use crate::answer::{Answer, AnswerTable};
 use crate::views::ViewId;
@@ -39,7 +41,7 @@ pub fn value(a: &Answer, payload: u16) -> Option<AnswerValue> {
         nscount: a.nscount,
         arcount: a.arcount,
         body_len: len as u16,
-        reserved: 0,
+        slot: NO_SLOT,
         body_sum: u32::from(sum_bytes(&a.body)),
         body,
     })
@@ -48,12 +50,22 @@ pub fn value(a: &Answer, payload: u16) -> Option<AnswerValue> {
 /// What the map should hold for `table`, and how many table entries do not fit (names
 /// longer than `MAX_NAME` or bodies longer than `MAX_BODY`: userspace answers those).
 pub fn entries_of(table: &AnswerTable, payload: u16) -> (HashMap<AnswerKey, AnswerValue>, usize) {
+    let (m, skipped) = counted_entries_of(table, payload);
+    (m.into_iter().map(|(k, (v, _))| (k, v)).collect(), skipped)
+}
+
+/// Map entries with the tally counters of each answer's servers.
+pub type CountedEntries = HashMap<AnswerKey, (AnswerValue, Box<[u32]>)>;
+
+/// As [`entries_of`], with each answer's tally counters (the servers it carries; empty
+/// for answers that are not counted). Values have no hit slot yet ([`NO_SLOT`]).
+pub fn counted_entries_of(table: &AnswerTable, payload: u16) -> (CountedEntries, usize) {
     let mut out = HashMap::with_capacity(table.len());
     let mut skipped = 0;
     for (name, qtype, view, answer) in table.entries() {
         match (key(name, qtype, view), value(answer, payload)) {
             (Some(k), Some(v)) => {
-                out.insert(k, v);
+                out.insert(k, (v, answer.tally.clone()));
             }
             _ => skipped += 1,
         }

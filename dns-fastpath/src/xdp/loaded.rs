@@ -8,11 +8,14 @@ use aya::maps::{ArrayOfMaps, HashMap, MapData, PerCpuArray};
 use aya::programs::{ProgramError, Xdp};
 use aya::{Ebpf, EbpfError, EbpfLoader, TestRun as _, TestRunOptions};
 use ipnet::IpNet;
-use popnet_common::{AnswerKey, AnswerValue, COUNTERS, MAX_ANSWERS, MAX_LISTEN, RESOLVER_ENTRY};
+use popnet_common::{
+    AnswerKey, AnswerValue, COUNTERS, MAX_ANSWERS, MAX_LISTEN, MAX_SLOTS, NO_SLOT, RESOLVER_ENTRY,
+};
 
-use super::entries::{Diff, entries_of};
+use super::entries::{CountedEntries, Diff, counted_entries_of};
 use super::{ProgramSettings, TestRun, XdpCounters, XdpError, XdpMode};
 use crate::answer::AnswerTable;
+use crate::tally::Tally;
 use crate::views::{ViewId, Views};
 
 /// The program object built by build.rs.
@@ -42,6 +45,39 @@ fn load_err(e: EbpfError) -> XdpError {
     }
 }
 
+/// Whose answers a hit slot counts: the tally counters of the servers in the answer, in
+/// the catalog the answer was built from.
+struct Owner {
+    tally: std::sync::Arc<Tally>,
+    counters: Box<[u32]>,
+}
+
+/// The program's per-answer hit counters (`HITS`): which slot each counted entry has,
+/// whose answers each slot counts, and each slot's total when last read. The kernel's
+/// counters only grow; a slot taken by another entry goes on from its last total.
+#[derive(Default)]
+struct Slots {
+    by_key: StdHashMap<AnswerKey, u16>,
+    owners: Vec<Option<Owner>>,
+    seen: Vec<u64>,
+    free: Vec<u16>,
+}
+
+impl Slots {
+    fn alloc(&mut self) -> Option<u16> {
+        if let Some(s) = self.free.pop() {
+            return Some(s);
+        }
+        let next = self.owners.len();
+        if next >= MAX_SLOTS as usize {
+            return None;
+        }
+        self.owners.push(None);
+        self.seen.push(0);
+        u16::try_from(next).ok()
+    }
+}
+
 /// The loaded XDP program and its maps.
 pub struct FastPath {
     ebpf: Ebpf,
@@ -57,6 +93,9 @@ pub struct FastPath {
     resolvers: StdHashMap<IpAddr, ViewId>,
     /// The view prefixes written into the view tries.
     prefixes: Vec<(IpNet, ViewId)>,
+    slots: Slots,
+    /// Answers of balanced names left out of the map for want of a hit slot.
+    unslotted: usize,
 }
 
 impl FastPath {
@@ -133,6 +172,8 @@ impl FastPath {
             payload,
             resolvers: StdHashMap::new(),
             prefixes: Vec::new(),
+            slots: Slots::default(),
+            unslotted: 0,
         };
         fp.write_prefixes(views)?;
         fp.point_at(0)?;
@@ -142,7 +183,7 @@ impl FastPath {
 
     /// Empties the answer maps and the resolver entries: every query goes to userspace.
     pub fn clear(&mut self) -> Result<(), XdpError> {
-        self.publish_entries(StdHashMap::new())?;
+        self.publish_counted(StdHashMap::new(), None)?;
         self.publish_resolver_views(&StdHashMap::new())?;
         Ok(())
     }
@@ -236,14 +277,125 @@ impl FastPath {
     /// Makes the maps hold exactly the answers of `table` (see the module docs for
     /// why no program run reads a half-written answer). Returns how many entries changed.
     pub fn publish(&mut self, table: &AnswerTable) -> Result<usize, XdpError> {
-        let (next, skipped) = entries_of(table, self.payload);
+        let (next, skipped) = counted_entries_of(table, self.payload);
         if skipped > 0 {
             tracing::debug!(
                 skipped,
                 "answers too large for the XDP map are answered by userspace"
             );
         }
-        self.publish_entries(next)
+        self.publish_counted(next, Some(&table.catalog.tally))
+    }
+
+    /// Gives every counted answer a hit slot (an entry keeps its slot while it stays in
+    /// the map) and writes the entries. Hits so far are read first, so they count for
+    /// the answers they were sent with; a removed entry's slot is read once more after
+    /// no program run can see the entry, then freed. Answers that find no free slot stay
+    /// out of the map: userspace answers (and counts) them.
+    fn publish_counted(
+        &mut self,
+        wanted: CountedEntries,
+        tally: Option<&std::sync::Arc<Tally>>,
+    ) -> Result<usize, XdpError> {
+        if let Err(e) = self.drain_hits() {
+            tracing::debug!(error = %e, "reading the XDP hit counters failed");
+        }
+        let mut next = StdHashMap::with_capacity(wanted.len());
+        let mut by_key = StdHashMap::new();
+        let mut owners = Vec::new();
+        let mut fresh = Vec::new();
+        let mut unslotted = 0;
+        for (k, (mut v, counters)) in wanted {
+            match tally {
+                Some(t) if !counters.is_empty() => {
+                    let slot = match self.slots.by_key.get(&k) {
+                        Some(s) => *s,
+                        None => match self.slots.alloc() {
+                            Some(s) => {
+                                fresh.push(s);
+                                s
+                            }
+                            None => {
+                                unslotted += 1;
+                                continue;
+                            }
+                        },
+                    };
+                    v.slot = slot;
+                    by_key.insert(k, slot);
+                    owners.push((
+                        slot,
+                        Owner {
+                            tally: t.clone(),
+                            counters,
+                        },
+                    ));
+                }
+                _ => v.slot = NO_SLOT,
+            }
+            next.insert(k, v);
+        }
+        if unslotted > 0 && self.unslotted == 0 {
+            tracing::warn!(
+                unslotted,
+                max = MAX_SLOTS,
+                "more balanced answers than the XDP program has hit counters; userspace answers the rest"
+            );
+        }
+        let changed = match self.publish_entries(next) {
+            Ok(n) => n,
+            Err(e) => {
+                self.slots.free.extend(fresh);
+                return Err(e);
+            }
+        };
+        self.unslotted = unslotted;
+        // Entries gone from both maps: their last hits, then their slots are free.
+        let gone: Vec<u16> = self
+            .slots
+            .by_key
+            .iter()
+            .filter(|(k, _)| !by_key.contains_key(*k))
+            .map(|(_, s)| *s)
+            .collect();
+        if let Err(e) = self.drain_hits() {
+            tracing::debug!(error = %e, "reading the XDP hit counters failed");
+        }
+        for s in gone {
+            self.slots.owners[usize::from(s)] = None;
+            self.slots.free.push(s);
+        }
+        for (s, o) in owners {
+            self.slots.owners[usize::from(s)] = Some(o);
+        }
+        self.slots.by_key = by_key;
+        Ok(changed)
+    }
+
+    /// Adds the answers the program sent since the last read to the tallies of the
+    /// servers in them (the DNS records); returns how many. One map read per slot in use.
+    pub fn drain_hits(&mut self) -> Result<u64, XdpError> {
+        let arr: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map("HITS").ok_or(missing("HITS"))?)
+                .map_err(map_err("HITS"))?;
+        let mut total = 0;
+        for (slot, owner) in self.slots.owners.iter().enumerate() {
+            let Some(owner) = owner else { continue };
+            let sum: u64 = arr
+                .get(&(slot as u32), 0)
+                .map_err(map_err("HITS"))?
+                .iter()
+                .sum();
+            let sent = sum.wrapping_sub(self.slots.seen[slot]);
+            self.slots.seen[slot] = sum;
+            if sent > 0 {
+                for &c in owner.counters.iter() {
+                    owner.tally.add_n(c, sent);
+                }
+                total += sent;
+            }
+        }
+        Ok(total)
     }
 
     fn publish_entries(

@@ -210,6 +210,9 @@ impl FastPath {
     pub fn clear(&mut self) -> Result<(), XdpError> {
         match self.0 {}
     }
+    pub fn drain_hits(&mut self) -> Result<u64, XdpError> {
+        match self.0 {}
+    }
 }
 
 /// The result of one BPF_PROG_TEST_RUN.
@@ -417,6 +420,18 @@ impl Runtime {
         &self,
     ) -> Result<Vec<(popnet_common::AnswerKey, popnet_common::AnswerValue)>, XdpError> {
         lock(&self.fast).entries()
+    }
+
+    /// Adds the answers the program sent since the last call to the catalog tallies
+    /// (the DNS records count them with the userspace answers); returns how many.
+    pub fn drain_hits(&self) -> u64 {
+        match lock(&self.fast).drain_hits() {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the XDP hit counters failed");
+                0
+            }
+        }
     }
 
     /// Resolvers the program answered that have no exact entry yet (sampled), taken out

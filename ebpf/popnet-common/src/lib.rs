@@ -13,6 +13,12 @@ pub const MAX_NAME: usize = 64;
 pub const MAX_BODY: usize = 512;
 /// Capacity of each answer map.
 pub const MAX_ANSWERS: u32 = 65_536;
+/// Counters of answers sent (`HITS`, per CPU): one per answer-map entry of a balanced
+/// name, so userspace can put the answers the program sent into the DNS records. An
+/// entry that gets no slot stays out of the map (userspace answers and counts it).
+pub const MAX_SLOTS: u32 = 16_384;
+/// [`AnswerValue::slot`] of an answer that is not counted (records of fixed names).
+pub const NO_SLOT: u16 = u16::MAX;
 /// View of map entries that hold for every view (userspace's `VIEW_ANY`).
 pub const VIEW_ANY: u16 = u16::MAX;
 /// Capacity of each view prefix trie (configured prefixes and resolvers placed by
@@ -53,7 +59,8 @@ pub struct AnswerValue {
     /// Bytes of `body` that are the answer; the OPT record for EDNS queries follows them
     /// in `body` (`OPT_LEN` bytes: our payload size, DO clear; the program sets DO).
     pub body_len: u16,
-    pub reserved: u16,
+    /// The answer's counter in `HITS`, below [`MAX_SLOTS`]; [`NO_SLOT`]: not counted.
+    pub slot: u16,
     /// Folded 16-bit ones'-complement sum of `body[..body_len]` as if it started at an
     /// even offset ([`sum_bytes`]).
     pub body_sum: u32,
@@ -187,6 +194,7 @@ pub fn sum_bytes(bytes: &[u8]) -> u16 {
 const _: () = assert!(core::mem::size_of::<AnswerKey>() == MAX_NAME + 4);
 const _: () = assert!(core::mem::size_of::<AnswerValue>() == 16 + MAX_BODY);
 const _: () = assert!(Counter::DropRewrite as usize + 1 == COUNTERS);
+const _: () = assert!(MAX_SLOTS <= NO_SLOT as u32);
 
 #[cfg(feature = "user")]
 // SAFETY: plain old data: #[repr(C)], no padding (asserted above), every bit pattern valid.

@@ -25,7 +25,8 @@ use aya_ebpf::macros::{btf_map, xdp};
 use aya_ebpf::programs::XdpContext;
 use popnet_common::{
     AnswerKey, AnswerValue, COUNTERS, Counter, MAX_ANSWERS, MAX_BODY, MAX_LISTEN, MAX_NAME,
-    MAX_PREFIXES, MAX_SEEN, OPT_LEN, RESOLVER_ENTRY, VIEW_ANY, csum_add, csum_fold,
+    MAX_PREFIXES, MAX_SEEN, MAX_SLOTS, NO_SLOT, OPT_LEN, RESOLVER_ENTRY, VIEW_ANY, csum_add,
+    csum_fold,
 };
 
 // Set by userspace when it loads the program (aya `EbpfLoader::set_global`).
@@ -79,6 +80,10 @@ static SEEN6: LruHashMap<[u8; 16], u8, { MAX_SEEN as usize }> = LruHashMap::new(
 /// Per-CPU counters, indexed by [`Counter`].
 #[btf_map]
 static COUNTS: PerCpuArray<u64, COUNTERS> = PerCpuArray::new();
+/// Per-CPU answers sent, indexed by [`AnswerValue::slot`]; userspace reads the growth of
+/// each and adds it to the DNS records of the servers in that answer.
+#[btf_map]
+static HITS: PerCpuArray<u64, { MAX_SLOTS as usize }> = PerCpuArray::new();
 /// Per-CPU working memory (too large for the 512-byte BPF stack beside the rest): the
 /// answer key, a slot for [`opaque`], room for the question.
 #[repr(C)]
@@ -703,6 +708,12 @@ fn try_popnet_dns(ctx: &XdpContext) -> Result<u32, Counter> {
     }
     if dnssec_ok && write(ctx, dns + q_end + body_len + 7, [0x80u8]).is_err() {
         return Ok(xdp_action::XDP_DROP);
+    }
+    if a.slot != NO_SLOT
+        && let Some(hits) = HITS.get_ptr_mut(u32::from(a.slot))
+    {
+        // SAFETY: a per-CPU slot, as in `count`.
+        unsafe { *hits += 1 };
     }
     Ok(xdp_action::XDP_TX)
 }
