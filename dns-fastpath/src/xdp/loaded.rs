@@ -297,9 +297,6 @@ impl FastPath {
         wanted: CountedEntries,
         tally: Option<&std::sync::Arc<Tally>>,
     ) -> Result<usize, XdpError> {
-        if let Err(e) = self.drain_hits() {
-            tracing::debug!(error = %e, "reading the XDP hit counters failed");
-        }
         let mut next = StdHashMap::with_capacity(wanted.len());
         let mut by_key = StdHashMap::new();
         let mut owners = Vec::new();
@@ -342,6 +339,24 @@ impl FastPath {
                 "more balanced answers than the XDP program has hit counters; userspace answers the rest"
             );
         }
+        // Slots whose entry goes, changes, or counts for another catalog: what they
+        // counted so far belongs to the answer they had.
+        let affected: Vec<u16> = self
+            .slots
+            .by_key
+            .iter()
+            .filter(|(k, s)| {
+                next.get(*k) != self.shadow.get(*k)
+                    || match (&self.slots.owners[usize::from(**s)], tally) {
+                        (Some(o), Some(t)) => !std::sync::Arc::ptr_eq(&o.tally, t),
+                        _ => true,
+                    }
+            })
+            .map(|(_, s)| *s)
+            .collect();
+        if let Err(e) = self.drain_slots(affected.iter().copied()) {
+            tracing::debug!(error = %e, "reading the XDP hit counters failed");
+        }
         let changed = match self.publish_entries(next) {
             Ok(n) => n,
             Err(e) => {
@@ -358,7 +373,7 @@ impl FastPath {
             .filter(|(k, _)| !by_key.contains_key(*k))
             .map(|(_, s)| *s)
             .collect();
-        if let Err(e) = self.drain_hits() {
+        if let Err(e) = self.drain_slots(gone.iter().copied()) {
             tracing::debug!(error = %e, "reading the XDP hit counters failed");
         }
         for s in gone {
@@ -375,12 +390,20 @@ impl FastPath {
     /// Adds the answers the program sent since the last read to the tallies of the
     /// servers in them (the DNS records); returns how many. One map read per slot in use.
     pub fn drain_hits(&mut self) -> Result<u64, XdpError> {
+        let n = self.slots.owners.len() as u16;
+        self.drain_slots(0..n)
+    }
+
+    /// [`FastPath::drain_hits`] for some slots.
+    fn drain_slots(&mut self, slots: impl Iterator<Item = u16>) -> Result<u64, XdpError> {
         let arr: PerCpuArray<_, u64> =
             PerCpuArray::try_from(self.ebpf.map("HITS").ok_or(missing("HITS"))?)
                 .map_err(map_err("HITS"))?;
         let mut total = 0;
-        for (slot, owner) in self.slots.owners.iter().enumerate() {
-            let Some(owner) = owner else { continue };
+        for slot in slots.map(usize::from) {
+            let Some(Some(owner)) = self.slots.owners.get(slot) else {
+                continue;
+            };
             let sum: u64 = arr
                 .get(&(slot as u32), 0)
                 .map_err(map_err("HITS"))?

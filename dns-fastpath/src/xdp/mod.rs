@@ -12,6 +12,14 @@
 //! hash element recycled under it (which in-place hash updates allow: aya-ebpf documents
 //! that entries can be reused by any later insert). A changed answer is visible after
 //! one grace period, typically a few milliseconds.
+//!
+//! # How answers sent by the program reach the DNS records
+//! Every entry of a balanced name carries a slot of the per-CPU `HITS` array, which the
+//! program adds one to for each answer it sends. An entry keeps its slot while it stays
+//! in the map; [`Runtime::drain_hits`] (called before each DNS-log drain) adds each
+//! slot's growth to the catalog tallies of the servers in that entry's answer. Slots of
+//! entries that change or go are read before the write, and those that go once more
+//! after the swap, when no program run can still count into them.
 
 pub mod entries;
 
