@@ -66,6 +66,27 @@ fn start_server(lab: &Lab, cfg_path: &std::path::Path) -> Server {
     s
 }
 
+/// The pass program on the client's end of the veth, attached: replies sent with
+/// XDP_TX reach the client only once its end runs XDP too.
+fn peer_pass(lab: &Lab) -> Guard {
+    let g = Guard(
+        lab.cmd(&lab.client, bin("popnet").to_str().unwrap())
+            .args(["xdp-pass", &lab.client_if])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("peer pass program"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lab.has_xdp(&lab.client, &lab.client_if) {
+        assert!(
+            Instant::now() < deadline,
+            "the peer pass program did not attach"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    g
+}
+
 /// `popctl dns stats --json` run inside the server namespace.
 fn stats(lab: &Lab) -> Option<Value> {
     let out = lab
@@ -140,22 +161,7 @@ fn dig_is_answered_in_the_driver_and_misses_by_userspace() {
         let dir = tempdir();
         let cfg = dir.join("popnet.toml");
         std::fs::write(&cfg, config()).unwrap();
-        let _peer = Guard(
-            lab.cmd(&lab.client, bin("popnet").to_str().unwrap())
-                .args(["xdp-pass", &lab.client_if])
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("peer pass program"),
-        );
-        // Replies sent with XDP_TX reach the client only once its end runs XDP too.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !lab.has_xdp(&lab.client, &lab.client_if) {
-            assert!(
-                Instant::now() < deadline,
-                "the peer pass program did not attach"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let _peer = peer_pass(&lab);
         let server = start_server(&lab, &cfg);
         assert!(
             lab.has_xdp(&lab.server, &lab.server_if),
@@ -551,21 +557,7 @@ fn a_reload_republishes_the_xdp_map() {
     let dir = tempdir();
     let cfg = dir.join("popnet.toml");
     std::fs::write(&cfg, config()).unwrap();
-    let _peer = Guard(
-        lab.cmd(&lab.client, bin("popnet").to_str().unwrap())
-            .args(["xdp-pass", &lab.client_if])
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("peer pass program"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !lab.has_xdp(&lab.client, &lab.client_if) {
-        assert!(
-            Instant::now() < deadline,
-            "the peer pass program did not attach"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let _peer = peer_pass(&lab);
     let server = start_server(&lab, &cfg);
     assert!(lab.has_xdp(&lab.server, &lab.server_if));
     let ask = |name: &str| dig(&lab, "192.0.2.1", "198.51.100.7", name, "A");
@@ -674,21 +666,7 @@ fn answers_sent_in_the_driver_reach_the_log_server() {
         assert!(Instant::now() < deadline, "logd did not come up");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let _peer = Guard(
-        lab.cmd(&lab.client, bin("popnet").to_str().unwrap())
-            .args(["xdp-pass", &lab.client_if])
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("peer pass program"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !lab.has_xdp(&lab.client, &lab.client_if) {
-        assert!(
-            Instant::now() < deadline,
-            "the peer pass program did not attach"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let _peer = peer_pass(&lab);
     let _server = start_server(&lab, &cfg);
     let before = stats(&lab).unwrap();
     // Twelve answers from the east view, eight from the west, all sent by the program.
