@@ -415,6 +415,31 @@ domains = [{ name = "www.b.example", kind = "dynamic", origins = ["one"] }]
     }
 
     #[test]
+    fn a_trailing_signature_comment_stays_the_last_line() {
+        // A signed config ends with its signature comment; re-signing replaces the last
+        // line, so an edit must not put anything after it, even for the last table.
+        let signed = format!("{BASE}# popnet-signature v1 key=k sig=s\n");
+        let last = format!(
+            "{BASE}\n[[customers]]\nname = \"c\"\nzones = [\"c.example\"]\n[[customers.origins]]\nname = \"x\"\naddresses = [\"192.0.2.50\"]\n"
+        );
+        let last_signed = format!("{last}# popnet-signature v1 key=k sig=s\n");
+        for (text, customer) in [(&signed, "a"), (&signed, "b"), (&last_signed, "c")] {
+            let e = add_origin(text, customer, &new("two", "192.0.2.2"), &[], "t").unwrap();
+            assert!(
+                e.text
+                    .trim_end()
+                    .lines()
+                    .last()
+                    .unwrap()
+                    .starts_with("# popnet-signature v1"),
+                "{customer}: {}",
+                e.text
+            );
+            assert_eq!(e.config.customer(customer).unwrap().origins.len(), 2);
+        }
+    }
+
+    #[test]
     fn removing_the_last_origin_of_a_domain_or_an_unknown_one_is_refused() {
         assert!(matches!(
             remove_origin(BASE, "a", "one", "t"),

@@ -460,12 +460,14 @@ impl Origins {
             Ok(k) => k,
             Err(e) => {
                 tracing::error!(error = %e, "netview: the origin form's admin key cannot be read");
-                return self.refused(
+                let mut r = self.refused(
                     ctx,
                     s,
                     c,
                     "the log server's admin key cannot be read; the administrators have been told.",
                 );
+                r.status = 503;
+                return r;
             }
         };
         let _one = self
@@ -493,7 +495,9 @@ impl Origins {
                     }
                     e => format!("the change could not be sent: {e}"),
                 };
-                return self.refused(ctx, s, c, &why);
+                let mut r = self.refused(ctx, s, c, &why);
+                r.status = 503;
+                return r;
             }
         };
         let complete = report.complete();
