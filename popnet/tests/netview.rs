@@ -1328,6 +1328,20 @@ fn a_customer_adds_and_removes_an_origin_and_the_dns_answers_follow() {
     )
     .unwrap();
     assert_eq!(h.code, 401);
+    // The key is read at every change: without it, nothing is pushed (503), and the
+    // customer is not shown where it lives.
+    let key = net.dir.path().join("netview.pem");
+    let aside = net.dir.path().join("netview.pem.aside");
+    std::fs::rename(&key, &aside).unwrap();
+    let (h, body) = alice.post(
+        nv,
+        "/c/demo/origins",
+        &add("o2", "127.0.0.2", &p, "&check=tcp"),
+    );
+    std::fs::rename(&aside, &key).unwrap();
+    assert_eq!(h.code, 503, "{body}");
+    assert!(body.contains("admin key cannot be read"), "{body}");
+    assert!(!body.contains("netview.pem"), "{body}");
     assert_eq!(configd_version(&net), 1, "nothing was pushed");
     assert_eq!(net.dig(WWW), ["127.0.0.1"]);
 
@@ -1401,7 +1415,6 @@ fn a_customer_adds_and_removes_an_origin_and_the_dns_answers_follow() {
     let v4 = popnet_config::edit::add_origin(&running, "demo", &o3, &[], "test").unwrap();
     let plain = net.dir.path().join("v4.toml");
     std::fs::write(&plain, &v4.text).unwrap();
-    let key = net.dir.path().join("netview.pem");
     let signed = net.dir.path().join("v4.signed.toml");
     common::sign(&key, &plain, &signed);
     let out = popctl(&[
@@ -1442,5 +1455,5 @@ fn a_customer_adds_and_removes_an_origin_and_the_dns_answers_follow() {
             .unwrap_or_else(|| panic!("no origin change counter for {result}: {metrics}"))
     };
     assert_eq!(line("pushed"), 3);
-    assert_eq!(line("refused"), 12);
+    assert_eq!(line("refused"), 13);
 }
