@@ -161,6 +161,7 @@ pub struct ProbeSettings {
     /// loaded when its service check takes this long: its load is the fastest fresh
     /// response time any probe measured ÷ this (the seed's latencies that "include a
     /// measurement of the amount of traffic and the load on the customer web servers").
+    /// Used among origins only: against POP caches an origin without a load is unknown.
     #[serde(default = "defaults::overload_response", with = "duration")]
     pub overload_response: Duration,
 }

@@ -10,7 +10,7 @@
 //! | term    | known                              | unknown                       |
 //! |---------|------------------------------------|-------------------------------|
 //! | health  | 1 − availability                   | 0.5                           |
-//! | load    | load ÷ (weight ÷ heaviest weight)  | response time ÷ `probes.overload_response`, else 0.5; ÷ (weight ÷ heaviest) |
+//! | load    | load ÷ (weight ÷ heaviest weight)  | response time ÷ `probes.overload_response` (not for an origin competing with POP caches), else 0.5; ÷ (weight ÷ heaviest) |
 //! | latency | ms ÷ 100 (to the view's clients)   | 0.2 same region, 1.0 other, 0.5 no region |
 //! | loss    | loss × 10 (10 % loss = 1)          | 0                             |
 //! | cost    | cost ÷ highest candidate cost      | (always known, from config)   |
@@ -208,7 +208,11 @@ impl Selector {
         let view_region = cat.view_region(v);
         let w = &dom.policy.weights;
 
-        let score = |s: ServerIdx| -> Ranked {
+        // `by_response`: a server without a reported load is loaded by its response
+        // time. Not for an origin competing with POP caches (a static name's
+        // fallback): their loads are measured by the POP's agent, and a response time
+        // is not the same quantity, so a fast origin would always beat a busy POP.
+        let score = |s: ServerIdx, by_response: bool| -> Ranked {
             let srv = &cat.servers[s];
             let rel = srv.weight / max_weight;
             let health = match metrics.health(&srv.id, now_ms) {
@@ -218,9 +222,10 @@ impl Selector {
             };
             let load = match metrics.load(&srv.id, now_ms) {
                 Some(l) => f64::from(l.value),
-                None => metrics
+                None if by_response => metrics
                     .rtt(&srv.id, now_ms)
                     .map_or(0.5, |r| f64::from(r.value) / cat.overload_ms),
+                None => 0.5,
             } / rel;
             let latency = match metrics.latency(&srv.id, view_name, now_ms) {
                 Some(l) => f64::from(l.value) / LATENCY_SCALE_MS,
@@ -266,11 +271,11 @@ impl Selector {
                 .then(a.server.cmp(&b.server))
         };
 
-        let mut ranked: Vec<Ranked> = primary.iter().map(|&s| score(s)).collect();
+        let mut ranked: Vec<Ranked> = primary.iter().map(|&s| score(s, true)).collect();
         ranked.sort_by(order);
         let best_primary = ranked.first().map(|r| (r.tier, r.score));
         for &s in &fallback {
-            let r = score(s);
+            let r = score(s, false);
             let beats = match best_primary {
                 None => true,
                 Some((tier, sc)) => r.tier < tier || (r.tier == tier && r.score < sc),
@@ -598,6 +603,15 @@ mod tests {
                 .map(|&s| f.cat.servers[s].id.clone())
                 .collect::<Vec<_>>()
         };
+        assert_eq!(get(&mut f, t), ["local"]);
+        // A fast origin with no load figure does not beat a POP cache by its response
+        // time: the POP's CPU load and an origin's response time are not one quantity
+        // (this was the demo answering static.demo.example with its origin).
+        f.report(vec![
+            load("local", 0.4),
+            response("demo/origin-a", 1.0),
+            response("demo/origin-b", 1.0),
+        ]);
         assert_eq!(get(&mut f, t), ["local"]);
         f.report(vec![load("local", 0.95), load("demo/origin-a", 0.05)]);
         assert_eq!(get(&mut f, t), ["demo/origin-a"]);
