@@ -22,7 +22,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -142,13 +142,26 @@ struct Inner {
     /// Client TLS per config digest (a push uses the new config's).
     client_tls: Mutex<HashMap<String, Option<Arc<Tls>>>>,
     subscribers: Mutex<Vec<Subscriber>>,
-    next_sub: std::sync::atomic::AtomicU64,
+    next_sub: AtomicU64,
     hup: Vec<PathBuf>,
     /// Purge command ids carried out recently, with their issue time.
     seen: Mutex<VecDeque<(String, u64)>>,
     wake: (Mutex<bool>, Condvar),
     stop: AtomicBool,
     conns: AtomicUsize,
+    counters: Counters,
+}
+
+/// What a daemon counts, for `/metrics`.
+#[derive(Default)]
+struct Counters {
+    prepared: AtomicU64,
+    prepare_refused: AtomicU64,
+    switched_commit: AtomicU64,
+    switched_recovery: AtomicU64,
+    switch_failed: AtomicU64,
+    aborted: AtomicU64,
+    purges: AtomicU64,
 }
 
 /// A running config daemon.
@@ -159,6 +172,10 @@ pub struct Daemon {
     pub listen: SocketAddr,
     /// Its local socket.
     pub socket: PathBuf,
+}
+
+fn bump(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -324,12 +341,13 @@ impl Daemon {
             tls: Mutex::new(None),
             client_tls: Mutex::new(HashMap::new()),
             subscribers: Mutex::new(Vec::new()),
-            next_sub: std::sync::atomic::AtomicU64::new(1),
+            next_sub: AtomicU64::new(1),
             hup: opts.hup.clone(),
             seen: Mutex::new(VecDeque::new()),
             wake: (Mutex::new(false), Condvar::new()),
             stop: AtomicBool::new(false),
             conns: AtomicUsize::new(0),
+            counters: Counters::default(),
         });
         inner.refresh_server_tls();
         let mut threads = Vec::new();
@@ -374,6 +392,16 @@ impl Daemon {
         self.inner.status()
     }
 
+    /// A handle that reads the daemon's state from another thread (an admin listener).
+    pub fn observer(&self) -> Observer {
+        Observer(self.inner.clone())
+    }
+
+    /// See [`Observer::metrics`].
+    pub fn metrics(&self) -> String {
+        self.observer().metrics()
+    }
+
     /// Stops every thread.
     pub fn stop(mut self) {
         self.shutdown();
@@ -394,6 +422,110 @@ impl Daemon {
             let _ = s.out.shutdown(std::net::Shutdown::Both);
         }
         let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// Reads a running daemon's state (see [`Daemon::observer`]).
+#[derive(Clone)]
+pub struct Observer(Arc<Inner>);
+
+impl Observer {
+    /// This box's state.
+    pub fn status(&self) -> BoxStatus {
+        self.0.status()
+    }
+
+    /// The daemon's figures in the Prometheus text format: the running and pending
+    /// versions, pushes prepared, refused, committed and aborted, switches by recovery,
+    /// purges, connections and local daemons.
+    pub fn metrics(&self) -> String {
+        let st = self.status();
+        let c = &self.0.counters;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let b = [("box", st.name.as_str())];
+        let mut m = promtext::Metrics::new();
+        m.gauge(
+            "popnet_configd_running_version",
+            "network.version of the config this box runs.",
+        )
+        .sample(&b, u64::from(st.running.version));
+        m.gauge(
+            "popnet_configd_running_since_seconds",
+            "When this box switched to its running config (Unix time).",
+        )
+        .sample(&b, st.running.since_ms / 1000);
+        m.gauge(
+            "popnet_configd_pending_version",
+            "network.version of the config held for an undecided push; 0 = none.",
+        )
+        .sample(&b, st.pending.as_ref().map_or(0, |p| u64::from(p.version)));
+        let mut f = m.counter(
+            "popnet_configd_prepares_total",
+            "PREPAREs of pushed configs by result (held, or refused: bad signature, not newer, unreadable).",
+        );
+        f.sample(
+            &[("box", st.name.as_str()), ("result", "held")],
+            g(&c.prepared),
+        );
+        f.sample(
+            &[("box", st.name.as_str()), ("result", "refused")],
+            g(&c.prepare_refused),
+        );
+        let mut f = m.counter(
+            "popnet_configd_switches_total",
+            "Switches to a new config: on a COMMIT, or by recovery from the parent.",
+        );
+        f.sample(
+            &[("box", st.name.as_str()), ("how", "commit")],
+            g(&c.switched_commit),
+        );
+        f.sample(
+            &[("box", st.name.as_str()), ("how", "recovery")],
+            g(&c.switched_recovery),
+        );
+        m.counter(
+            "popnet_configd_switch_failures_total",
+            "Switches that could not be stored (the box keeps its config).",
+        )
+        .sample(&b, g(&c.switch_failed));
+        m.counter(
+            "popnet_configd_aborts_total",
+            "Pending configs dropped on an ABORT.",
+        )
+        .sample(&b, g(&c.aborted));
+        m.counter(
+            "popnet_configd_purges_total",
+            "Purges carried out on this box's POP cache.",
+        )
+        .sample(&b, g(&c.purges));
+        m.gauge(
+            "popnet_configd_connections",
+            "Connections from boxes and popctl being served now.",
+        )
+        .sample(&b, self.0.conns.load(Ordering::Relaxed) as u64);
+        m.gauge(
+            "popnet_configd_error",
+            "1 while the box has an error to report (a refused config, a failed recovery); `popctl config status` says which.",
+        )
+        .sample(&b, u64::from(st.last_error.is_some()));
+        let mut f = m.gauge(
+            "popnet_configd_local_daemons",
+            "Local daemons following this box, by how their last reload went.",
+        );
+        let count = |ok: Option<bool>| st.local.iter().filter(|d| d.ok == ok).count() as u64;
+        f.sample(
+            &[("box", st.name.as_str()), ("reload", "ok")],
+            count(Some(true)),
+        );
+        f.sample(
+            &[("box", st.name.as_str()), ("reload", "failed")],
+            count(Some(false)),
+        );
+        f.sample(
+            &[("box", st.name.as_str()), ("reload", "waiting")],
+            count(None),
+        );
+        m.finish()
     }
 }
 
@@ -646,6 +778,9 @@ impl Inner {
                 let budget = Duration::from_millis(budget_ms);
                 let running = self.running().cfg;
                 let (own, pop, purged) = self.purge(&cmd, &running, child_budget(budget));
+                if purged.is_some() {
+                    bump(&self.counters.purges);
+                }
                 let mut boxes =
                     self.with_children(&running, own, start, budget, |b| Request::Purge {
                         cmd: cmd.clone(),
@@ -773,6 +908,7 @@ impl Inner {
             Ok(x) => x,
             Err(e) => {
                 // Without a readable new config, the subtree is the running one's.
+                bump(&self.counters.prepare_refused);
                 self.note_error(format!("refused a pushed config: {e}"));
                 let mut out = vec![self.own_report(Own::failed(e))];
                 if let Some(d) = &running.cfg.config.configd {
@@ -787,8 +923,12 @@ impl Inner {
             }
         };
         let own = match self.hold_pending(&new, &push, &signer) {
-            Ok(m) => Own::ok(m),
+            Ok(m) => {
+                bump(&self.counters.prepared);
+                Own::ok(m)
+            }
             Err(e) => {
+                bump(&self.counters.prepare_refused);
                 let mut out = vec![self.own_report(Own::failed(e))];
                 if let Some(d) = &new.config.configd {
                     for b in d.subtree(&self.name).into_iter().skip(1) {
@@ -945,6 +1085,7 @@ impl Inner {
                     return (Own::failed(format!("cannot store: {e}")), tree);
                 }
                 live.pending = None;
+                bump(&self.counters.aborted);
                 tracing::info!(push = %push, "configd: aborted");
                 (
                     Own::ok(format!(
@@ -986,13 +1127,19 @@ impl Inner {
                     text: p.cfg.text.clone(),
                 }),
             };
-            self.store
-                .save(&state)
-                .map_err(|e| format!("cannot store the switch: {e}"))?;
+            if let Err(e) = self.store.save(&state) {
+                bump(&self.counters.switch_failed);
+                return Err(format!("cannot store the switch: {e}"));
+            }
             live.running = to.clone();
             live.pending = keep_pending;
             live.last_error = None;
         }
+        bump(if why == "recovery" {
+            &self.counters.switched_recovery
+        } else {
+            &self.counters.switched_commit
+        });
         tracing::info!(version = to.meta.version, signer = %to.meta.signer, why, "configd: switched");
         self.refresh_server_tls();
         self.notify(&to);

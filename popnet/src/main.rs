@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod configd_admin;
 mod reload;
 
 use anyhow::{Context, Result};
@@ -198,6 +199,10 @@ struct ConfigdArgs {
     /// The local socket daemons subscribe on; default: STATE/configd.sock.
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
+    /// Serve /health, /status (JSON) and /metrics (Prometheus) on this loopback address,
+    /// e.g. 127.0.0.1:5383 (it has no token, so it stays on loopback).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
     /// Send SIGHUP, on every switch, to the process whose pid this file holds
     /// (repeatable).
     #[arg(long, value_name = "PIDFILE")]
@@ -629,8 +634,17 @@ fn run(cli: Cli) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot start configd: {e}"))?;
             let st = d.status();
             tracing::info!(box_name = %st.name, version = st.running.version, listen = %d.listen, socket = %d.socket.display(), "configd: running");
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let admin = match a.admin {
+                Some(addr) => Some(configd_admin::start(addr, d.observer(), stop.clone())?),
+                None => None,
+            };
             let sig = wait_for_signal()?;
             tracing::info!(signal = sig, "stopping");
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            if let Some(t) = admin {
+                let _ = t.join();
+            }
             d.stop();
         }
         Role::NetviewUser(a) => netview_user(&a)?,

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cache_engine::demo_origin::DemoOrigin;
-use common::{free_port, popctl_bin, popnet_bin};
+use common::{free_port, popctl_bin, popnet_bin, sample, scrape};
 use serde_json::Value;
 
 /// Generous: the tests share two cores with other builds.
@@ -163,6 +163,11 @@ impl Lab {
     /// Starts `popnet configd` for box `name` (from `bootstrap` when its store is empty)
     /// and waits until it listens.
     fn start(&mut self, name: &str, bootstrap: &Path) {
+        self.start_with(name, bootstrap, &[]);
+    }
+
+    /// [`Lab::start`] with more arguments for `popnet configd`.
+    fn start_with(&mut self, name: &str, bootstrap: &Path, extra: &[&str]) {
         let i = self.index(name);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -174,6 +179,7 @@ impl Lab {
             .arg(self.path(&format!("state-{name}")))
             .arg("--bootstrap")
             .arg(bootstrap)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -1109,4 +1115,72 @@ fn configd_refuses_to_start_with_a_clear_error() {
     assert!(e.contains("popctl config sign"), "{e}");
     let e = start(&["--name", "nobody", "--bootstrap", v1.to_str().unwrap()]);
     assert!(e.contains("nobody"), "{e}");
+}
+
+#[test]
+fn configd_admin_serves_health_status_and_metrics() {
+    let mut lab = Lab::new(&[("m", &["c"]), ("c", &[])]);
+    let v1 = lab.signed(1, "");
+    let v2 = lab.signed(2, "");
+    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    lab.start_with("m", &v1, &["--admin", &admin.to_string()]);
+    lab.start("c", &v1);
+    wait_for("configd's admin listener", || {
+        common::http_get(admin, "/health").is_ok()
+    });
+    let m = scrape(admin);
+    let b = [("box", "m")];
+    assert_eq!(sample(&m, "popnet_configd_running_version", &b), 1.0);
+    assert_eq!(sample(&m, "popnet_configd_pending_version", &b), 0.0);
+    let (code, _, out) = lab.push(&v2, &lab.key);
+    assert_eq!(code, 0, "{out}");
+    let m = scrape(admin);
+    assert_eq!(sample(&m, "popnet_configd_running_version", &b), 2.0);
+    assert_eq!(
+        sample(
+            &m,
+            "popnet_configd_prepares_total",
+            &[("box", "m"), ("result", "held")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "popnet_configd_switches_total",
+            &[("box", "m"), ("how", "commit")]
+        ),
+        1.0
+    );
+    assert_eq!(sample(&m, "popnet_configd_error", &b), 0.0);
+    // The same version again is refused by the box (not newer): counted, and reported.
+    let (code, _, out) = lab.push(&v2, &lab.key);
+    assert_ne!(code, 0, "{out}");
+    let m = scrape(admin);
+    assert_eq!(
+        sample(
+            &m,
+            "popnet_configd_prepares_total",
+            &[("box", "m"), ("result", "refused")]
+        ),
+        1.0
+    );
+    assert_eq!(sample(&m, "popnet_configd_error", &b), 1.0);
+    let status: Value = serde_json::from_str(&common::http_get(admin, "/status").unwrap()).unwrap();
+    assert_eq!(status["running"]["version"], 2, "{status}");
+    assert!(status["last_error"].as_str().is_some(), "{status}");
+    assert!(common::http_get(admin, "/nope").is_err());
+
+    // Off loopback it has no token, so it is refused at start.
+    let out = Command::new(popnet_bin())
+        .args(["configd", "--name", "c", "--state"])
+        .arg(lab.path("state-other"))
+        .arg("--bootstrap")
+        .arg(&v1)
+        .args(["--listen", "127.0.0.1:0", "--admin", "0.0.0.0:5383"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("must be on loopback"), "{err}");
 }

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cache_engine::demo_origin::DemoOrigin;
-use common::free_port;
+use common::{free_port, sample, scrape};
 
 const HOST: &str = "static.demo.example";
 
@@ -342,41 +342,6 @@ fn popctl_json(args: &[&str]) -> serde_json::Value {
             String::from_utf8_lossy(&out.stdout)
         )
     })
-}
-
-/// Scrapes `/metrics` and parses it with a Prometheus text parser: every sample line
-/// must parse and belong to a family with `# HELP`.
-fn scrape(addr: SocketAddr) -> prometheus_parse::Scrape {
-    let (status, body) = get(addr, "/metrics").expect("GET /metrics");
-    assert_eq!(status, 200, "{body}");
-    let s = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
-        .unwrap_or_else(|e| panic!("/metrics of {addr} does not parse: {e}\n{body}"));
-    let lines = body
-        .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .count();
-    assert!(lines > 0);
-    assert_eq!(s.samples.len(), lines, "lines the parser skipped:\n{body}");
-    for x in &s.samples {
-        assert!(s.docs.contains_key(&x.metric), "{} has no HELP", x.metric);
-    }
-    s
-}
-
-/// The value of the one sample of `metric` that has every label of `labels`.
-fn sample(s: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
-    use prometheus_parse::Value;
-    let found: Vec<f64> = s
-        .samples
-        .iter()
-        .filter(|x| x.metric == metric && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
-        .map(|x| match x.value {
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
-            _ => panic!("{metric} is not a counter or gauge"),
-        })
-        .collect();
-    assert_eq!(found.len(), 1, "{metric}{labels:?}: {found:?}");
-    found[0]
 }
 
 fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
