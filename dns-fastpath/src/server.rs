@@ -376,7 +376,7 @@ fn start_xdp(
     let state = |s: XdpState| *shared.xdp_state.lock().unwrap_or_else(|p| p.into_inner()) = s;
     match attempt {
         Ok(fp) => {
-            let (rt, thread) = xdp::Runtime::start(fp, settings.udp_payload)
+            let (rt, thread) = xdp::Runtime::start(fp)
                 .map_err(|e| StartError::Xdp(XdpError::Unsupported(e.to_string())))?;
             rt.offer(table);
             let _ = shared.xdp.set(rt);

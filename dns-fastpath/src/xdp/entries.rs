@@ -47,18 +47,13 @@ pub fn value(a: &Answer, payload: u16) -> Option<AnswerValue> {
     })
 }
 
-/// What the map should hold for `table`, and how many table entries do not fit (names
-/// longer than `MAX_NAME` or bodies longer than `MAX_BODY`: userspace answers those).
-pub fn entries_of(table: &AnswerTable, payload: u16) -> (HashMap<AnswerKey, AnswerValue>, usize) {
-    let (m, skipped) = counted_entries_of(table, payload);
-    (m.into_iter().map(|(k, (v, _))| (k, v)).collect(), skipped)
-}
-
 /// Map entries with the tally counters of each answer's servers.
 pub type CountedEntries = HashMap<AnswerKey, (AnswerValue, Box<[u32]>)>;
 
-/// As [`entries_of`], with each answer's tally counters (the servers it carries; empty
-/// for answers that are not counted). Values have no hit slot yet ([`NO_SLOT`]).
+/// What the map should hold for `table`, each value with its answer's tally counters
+/// (the servers it carries; empty for answers that are not counted) and no hit slot yet
+/// ([`NO_SLOT`]); and how many table entries do not fit (names longer than `MAX_NAME` or
+/// bodies longer than `MAX_BODY`: userspace answers those).
 pub fn counted_entries_of(table: &AnswerTable, payload: u16) -> (CountedEntries, usize) {
     let mut out = HashMap::with_capacity(table.len());
     let mut skipped = 0;
@@ -192,6 +187,12 @@ mod tests {
         let mut sel = Selector::new(&cat, cfg.probes.recovery);
         sel.reselect(&cat, &m, std::time::Instant::now(), unix_ms());
         AnswerTable::build(cat, sel.selections().clone(), Default::default(), 1)
+    }
+
+    /// The map entries of `table` without their tally counters.
+    fn entries_of(table: &AnswerTable, payload: u16) -> (HashMap<AnswerKey, AnswerValue>, usize) {
+        let (m, skipped) = counted_entries_of(table, payload);
+        (m.into_iter().map(|(k, (v, _))| (k, v)).collect(), skipped)
     }
 
     #[test]

@@ -96,6 +96,8 @@ pub struct FastPath {
     slots: Slots,
     /// Answers of balanced names left out of the map for want of a hit slot.
     unslotted: usize,
+    /// Answers of the last table published that do not fit the map.
+    skipped: usize,
 }
 
 impl FastPath {
@@ -174,6 +176,7 @@ impl FastPath {
             prefixes: Vec::new(),
             slots: Slots::default(),
             unslotted: 0,
+            skipped: 0,
         };
         fp.write_prefixes(views)?;
         fp.point_at(0)?;
@@ -184,6 +187,7 @@ impl FastPath {
     /// Empties the answer maps and the resolver entries: every query goes to userspace.
     pub fn clear(&mut self) -> Result<(), XdpError> {
         self.publish_counted(StdHashMap::new(), None)?;
+        self.skipped = 0;
         self.publish_resolver_views(&StdHashMap::new())?;
         Ok(())
     }
@@ -284,7 +288,15 @@ impl FastPath {
                 "answers too large for the XDP map are answered by userspace"
             );
         }
-        self.publish_counted(next, Some(&table.catalog.tally))
+        let n = self.publish_counted(next, Some(&table.catalog.tally))?;
+        self.skipped = skipped;
+        Ok(n)
+    }
+
+    /// The entries both maps hold, and how many answers of the last table published
+    /// did not fit.
+    pub fn published(&self) -> (usize, usize) {
+        (self.shadow.len(), self.skipped)
     }
 
     /// Gives every counted answer a hit slot (an entry keeps its slot while it stays in

@@ -221,6 +221,9 @@ impl FastPath {
     pub fn drain_hits(&mut self) -> Result<u64, XdpError> {
         match self.0 {}
     }
+    pub fn published(&self) -> (usize, usize) {
+        match self.0 {}
+    }
 }
 
 /// The result of one BPF_PROG_TEST_RUN.
@@ -285,6 +288,18 @@ pub struct WriterStats {
     pub last_error: Option<String>,
 }
 
+impl WriterStats {
+    /// Notes a table written: `(entries, skipped)` from [`FastPath::published`].
+    fn published(&mut self, table: &AnswerTable, (entries, skipped): (usize, usize), t0: Instant) {
+        self.generation = table.generation;
+        self.entries = entries;
+        self.skipped = skipped;
+        self.publishes += 1;
+        self.last_publish_us = t0.elapsed().as_micros() as u64;
+        self.last_error = None;
+    }
+}
+
 /// The running fast path: the loaded program and the thread that writes each new
 /// answer table into its map.
 pub struct Runtime {
@@ -293,8 +308,6 @@ pub struct Runtime {
     wake: Condvar,
     stats: Mutex<WriterStats>,
     stop: AtomicBool,
-    /// Our EDNS payload size (the map values' OPT template).
-    payload: u16,
     /// After a config reload: the catalog whose tables may be written (a table of an
     /// older catalog could carry view ids of older views). Read and set under `fast`.
     pinned: Mutex<Option<Arc<crate::catalog::Catalog>>>,
@@ -305,14 +318,13 @@ pub struct Runtime {
 
 impl Runtime {
     /// Takes over a loaded (and attached) program; starts its writer thread.
-    pub fn start(fast: FastPath, payload: u16) -> std::io::Result<(Arc<Runtime>, JoinHandle<()>)> {
+    pub fn start(fast: FastPath) -> std::io::Result<(Arc<Runtime>, JoinHandle<()>)> {
         let rt = Arc::new(Runtime {
             fast: Mutex::new(fast),
             latest: Mutex::new(None),
             wake: Condvar::new(),
             stats: Mutex::new(WriterStats::default()),
             stop: AtomicBool::new(false),
-            payload,
             pinned: Mutex::new(None),
             halted: AtomicBool::new(false),
         });
@@ -358,22 +370,13 @@ impl Runtime {
                 {
                     continue;
                 }
-                fast.publish(&table).and_then(|n| {
-                    fast.publish_resolver_views(&table.resolver_views)
-                        .map(|m| n + m)
-                })
+                fast.publish(&table)
+                    .and_then(|_| fast.publish_resolver_views(&table.resolver_views))
+                    .map(|_| fast.published())
             };
             let mut s = lock(&self.stats);
             match result {
-                Ok(_) => {
-                    let (entries, skipped) = entries::entries_of(&table, self.payload);
-                    s.generation = table.generation;
-                    s.entries = entries.len();
-                    s.skipped = skipped;
-                    s.publishes += 1;
-                    s.last_publish_us = t0.elapsed().as_micros() as u64;
-                    s.last_error = None;
-                }
+                Ok(published) => s.published(&table, published, t0),
                 Err(e) => {
                     tracing::error!(error = %e, generation = table.generation, "writing the XDP answer map failed; XDP keeps the previous answers");
                     s.last_error = Some(e.to_string());
@@ -399,15 +402,7 @@ impl Runtime {
         let result = fast.replace_views(&table.catalog.views, &table);
         let mut s = lock(&self.stats);
         match &result {
-            Ok(_) => {
-                let (entries, skipped) = entries::entries_of(&table, self.payload);
-                s.generation = table.generation;
-                s.entries = entries.len();
-                s.skipped = skipped;
-                s.publishes += 1;
-                s.last_publish_us = t0.elapsed().as_micros() as u64;
-                s.last_error = None;
-            }
+            Ok(_) => s.published(&table, fast.published(), t0),
             Err(e) => {
                 self.halted.store(true, Ordering::Relaxed);
                 // Without answers every query goes to userspace, which is right.
