@@ -4,12 +4,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
 
 use cache_engine::demo_origin::DemoOrigin;
-use common::{free_port, sample, scrape};
+use common::{Proc, curl, free_port, sample, scrape, wait_for};
 
 const HOST: &str = "static.demo.example";
 
@@ -136,89 +136,6 @@ data_dir = "{data}"
     }
 }
 
-/// A `popnet` child process, killed with SIGKILL on drop.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-    what: String,
-}
-
-impl Proc {
-    /// Starts `popnet --log info <args>` and waits until `health` answers 200.
-    fn start(args: &[&str], health: SocketAddr, log: &Path) -> Proc {
-        let mut p = Proc::spawn(args, log);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = p.child.try_wait() {
-                panic!("popnet {} exited ({status}):\n{}", p.what, p.log_text());
-            }
-            if get(health, "/health").is_some_and(|(s, _)| s == 200) {
-                return p;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "popnet {} did not come up:\n{}",
-                p.what,
-                p.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Starts `popnet --log info <args>`.
-    fn spawn(args: &[&str], log: &Path) -> Proc {
-        let err = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_popnet"))
-            .args(["--log", "info"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .expect("popnet runs");
-        Proc {
-            child,
-            log: log.to_owned(),
-            what: args.join(" "),
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(status.success(), "popnet {} exited {status}", self.what);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("popnet {} did not stop on SIGTERM", self.what);
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts `popnet cache` on fresh ports; returns it with its HTTP and admin addresses.
 fn start_cache(net: &Net) -> (Proc, SocketAddr, SocketAddr) {
     let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -276,48 +193,6 @@ fn u(v: &serde_json::Value, k: &str) -> u64 {
     v[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v}"))
 }
 
-/// What curl saw of one response.
-#[derive(Debug)]
-struct Seen {
-    status: u16,
-    x_cache: String,
-    /// Head and body bytes received.
-    bytes: u64,
-}
-
-/// Fetches every path from the cache with one curl run (one connection, keep-alive).
-fn curl(http: SocketAddr, host: &str, paths: &[String]) -> Vec<Seen> {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "60", "-H", &format!("Host: {host}")])
-        .args([
-            "-w",
-            "%{http_code} %{size_header} %{size_download} %header{x-cache}\\n",
-        ]);
-    for p in paths {
-        cmd.args(["-o", "/dev/null", &format!("http://{http}{p}")]);
-    }
-    let out = cmd.output().expect("curl runs");
-    assert!(
-        out.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let seen: Vec<Seen> = text
-        .lines()
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            Seen {
-                status: f[0].parse().unwrap(),
-                bytes: f[1].parse::<u64>().unwrap() + f[2].parse::<u64>().unwrap(),
-                x_cache: f.get(3).unwrap_or(&"").to_string(),
-            }
-        })
-        .collect();
-    assert_eq!(seen.len(), paths.len(), "curl wrote {text}");
-    seen
-}
-
 /// `popctl`, built next to `popnet` by `cargo test --workspace`.
 fn popctl(args: &[&str]) -> std::process::Output {
     let p = PathBuf::from(env!("CARGO_BIN_EXE_popnet")).with_file_name("popctl");
@@ -342,17 +217,6 @@ fn popctl_json(args: &[&str]) -> serde_json::Value {
             String::from_utf8_lossy(&out.stdout)
         )
     })
-}
-
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !ok() {
-        assert!(
-            t.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cache_engine::demo_origin::DemoOrigin;
-use common::free_port;
+use common::{Proc, Seen, curl, free_port, wait_for};
 
 const DEMO_HOST: &str = "static.demo.example";
 const OTHER_HOST: &str = "static.other.example";
@@ -284,72 +284,6 @@ pop = "t"
     }
 }
 
-/// A `popnet` child process, killed on drop.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    /// Starts `popnet --log info <args>`.
-    fn spawn(args: &[&str], log: &Path) -> Proc {
-        let err = std::fs::File::create(log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_popnet"))
-            .args(["--log", "info"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .expect("popnet runs");
-        Proc {
-            child,
-            log: log.to_owned(),
-        }
-    }
-
-    /// Waits until `ready`, failing with the process's log if it exits or takes a minute.
-    fn wait_until(&mut self, what: &str, mut ready: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "popnet exited ({status}) before {what}:\n{}",
-                    self.log_text()
-                );
-            }
-            if ready() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {what} within a minute:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Starts `popnet --log info <args>` and waits until `health`'s `/health` answers 200.
-    fn start(args: &[&str], health: SocketAddr, log: &Path) -> Proc {
-        let mut p = Proc::spawn(args, log);
-        p.wait_until(&format!("/health on {health}"), || {
-            http(health, "GET", "/health", &[], None).is_some_and(|(s, _)| s.code == 200)
-        });
-        p
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Status line and headers of a response.
 #[derive(Debug)]
 struct Head {
@@ -515,57 +449,10 @@ impl Session {
     }
 }
 
-/// What curl saw of one response.
-#[derive(Debug)]
-struct Seen {
-    status: u16,
-    x_cache: String,
-}
-
-/// Fetches every path from the cache with one curl run.
-fn curl(http: SocketAddr, host: &str, paths: &[String]) -> Vec<Seen> {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "60", "-H", &format!("Host: {host}")])
-        .args(["-w", "%{http_code} %header{x-cache}\\n"]);
-    for p in paths {
-        cmd.args(["-o", "/dev/null", &format!("http://{http}{p}")]);
-    }
-    let out = cmd.output().expect("curl runs");
-    assert!(
-        out.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let seen: Vec<Seen> = text
-        .lines()
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            Seen {
-                status: f[0].parse().unwrap(),
-                x_cache: f.get(1).unwrap_or(&"").to_string(),
-            }
-        })
-        .collect();
-    assert_eq!(seen.len(), paths.len(), "curl wrote {text}");
-    seen
-}
-
 fn x_cache(net: &Net, host: &str, path: &str) -> String {
     let s = curl(net.cache_http, host, &[path.to_string()]);
     assert_eq!(s[0].status, 200);
     s[0].x_cache.clone()
-}
-
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !ok() {
-        assert!(
-            t.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// The demo origin on 127.0.0.1 and 127.0.0.2, one port: the second address is the

@@ -628,3 +628,152 @@ value = "BIGTXT"
 pub fn test_config() -> String {
     TEST_CONFIG.replace("BIGTXT", &"x".repeat(700))
 }
+
+/// A `popnet` child process, killed with SIGKILL on drop; its stderr goes to a log file.
+pub struct Proc {
+    pub child: Child,
+    log: PathBuf,
+    what: String,
+}
+
+impl Proc {
+    /// Starts `popnet --log info <args>`, appending its stderr to `log`.
+    pub fn spawn(args: &[&str], log: &std::path::Path) -> Proc {
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(popnet_bin())
+            .args(["--log", "info"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("popnet runs");
+        Proc {
+            child,
+            log: log.to_owned(),
+            what: args.join(" "),
+        }
+    }
+
+    /// Starts `popnet --log info <args>` and waits until `health`'s `/health` answers 200.
+    pub fn start(args: &[&str], health: SocketAddr, log: &std::path::Path) -> Proc {
+        let mut p = Proc::spawn(args, log);
+        p.wait_until(&format!("/health on {health}"), || {
+            http_get(health, "/health").is_ok()
+        });
+        p
+    }
+
+    /// Waits until `ready`, failing with the process's log if it exits or takes a minute.
+    pub fn wait_until(&mut self, what: &str, mut ready: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "popnet {} exited ({status}) before {what}:\n{}",
+                    self.what,
+                    self.log_text()
+                );
+            }
+            if ready() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "popnet {}: no {what} within a minute:\n{}",
+                self.what,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "popnet {} exited {status}", self.what);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("popnet {} did not stop on SIGTERM", self.what);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What curl saw of one response.
+#[derive(Debug)]
+pub struct Seen {
+    pub status: u16,
+    pub x_cache: String,
+    /// Head and body bytes received.
+    pub bytes: u64,
+}
+
+/// Fetches every path from the cache with one curl run (one connection, keep-alive).
+pub fn curl(http: SocketAddr, host: &str, paths: &[String]) -> Vec<Seen> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "60", "-H", &format!("Host: {host}")])
+        .args([
+            "-w",
+            "%{http_code} %{size_header} %{size_download} %header{x-cache}\\n",
+        ]);
+    for p in paths {
+        cmd.args(["-o", "/dev/null", &format!("http://{http}{p}")]);
+    }
+    let out = cmd.output().expect("curl runs");
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let seen: Vec<Seen> = text
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Seen {
+                status: f[0].parse().unwrap(),
+                bytes: f[1].parse::<u64>().unwrap() + f[2].parse::<u64>().unwrap(),
+                x_cache: f.get(3).unwrap_or(&"").to_string(),
+            }
+        })
+        .collect();
+    assert_eq!(seen.len(), paths.len(), "curl wrote {text}");
+    seen
+}
+
+/// Waits until `ok`, failing after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !ok() {
+        assert!(
+            t.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
