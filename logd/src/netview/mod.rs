@@ -23,6 +23,7 @@ pub mod origins;
 pub mod pages;
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -176,6 +177,27 @@ fn purge_target(url: &str) -> Result<(String, String), String> {
         host.to_ascii_lowercase(),
         format!("http://{}{path}", host.to_ascii_lowercase()),
     ))
+}
+
+/// Runs `ask` for every POP's listener at once (one thread each), in `targets`' order;
+/// each result comes with the POP's name (the first field).
+fn per_pop<A: Sync, T: Send>(
+    targets: &[(String, SocketAddr, A)],
+    ask: impl Fn(&(String, SocketAddr, A)) -> Result<T, String> + Sync,
+) -> Vec<(String, Result<T, String>)> {
+    std::thread::scope(|sc| {
+        let ask = &ask;
+        let hs: Vec<_> = targets
+            .iter()
+            .map(|t| sc.spawn(move || (t.0.clone(), ask(t))))
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| (String::new(), Err("internal error".into())))
+            })
+            .collect()
+    })
 }
 
 fn range_name(req: &Request) -> &str {
@@ -754,39 +776,24 @@ impl NetView {
                     .map(|cache| (p.name.clone(), cache.admin, cache.admin_token.clone()))
             })
             .collect();
-        let results: Vec<(String, Result<u64, String>)> = std::thread::scope(|sc| {
-            let hs: Vec<_> = caches
-                .iter()
-                .map(|(pop, admin, token)| {
-                    let body = body.as_bytes();
-                    sc.spawn(move || {
-                        let r = client::request(
-                            *admin,
-                            "POST",
-                            "/purge",
-                            token.as_ref().map(|t| t.as_bytes()),
-                            Some(body),
-                        )
-                        .and_then(|(status, b)| {
-                            if status == 200 {
-                                serde_json::from_slice::<serde_json::Value>(&b)
-                                    .ok()
-                                    .and_then(|v| v["purged"].as_u64())
-                                    .ok_or_else(|| "the cache's answer did not parse".to_string())
-                            } else {
-                                Err(format!("{status}: {}", String::from_utf8_lossy(&b).trim()))
-                            }
-                        });
-                        (pop.clone(), r)
-                    })
-                })
-                .collect();
-            hs.into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| (String::new(), Err("internal error".into())))
-                })
-                .collect()
+        let results: Vec<(String, Result<u64, String>)> = per_pop(&caches, |(_, admin, token)| {
+            client::request(
+                *admin,
+                "POST",
+                "/purge",
+                token.as_ref().map(|t| t.as_bytes()),
+                Some(body.as_bytes()),
+            )
+            .and_then(|(status, b)| {
+                if status == 200 {
+                    serde_json::from_slice::<serde_json::Value>(&b)
+                        .ok()
+                        .and_then(|v| v["purged"].as_u64())
+                        .ok_or_else(|| "the cache's answer did not parse".to_string())
+                } else {
+                    Err(format!("{status}: {}", String::from_utf8_lossy(&b).trim()))
+                }
+            })
         });
         let failed = results.iter().filter(|(_, r)| r.is_err()).count();
         for (pop, r) in &results {
@@ -1045,7 +1052,7 @@ impl NetView {
             &["POP", "region", "cost", "name server", "cache", "probe"],
             &rows,
         ));
-        let dns: Vec<(String, std::net::SocketAddr, Option<Vec<u8>>)> = cfg
+        let dns: Vec<(String, SocketAddr, Option<Vec<u8>>)> = cfg
             .pops
             .iter()
             .filter_map(|p| {
@@ -1058,25 +1065,10 @@ impl NetView {
                 })
             })
             .collect();
-        let fetched: Vec<(String, DnsView)> = std::thread::scope(|sc| {
-            let hs: Vec<_> = dns
-                .iter()
-                .map(|(pop, admin, token)| {
-                    sc.spawn(move || {
-                        let t = token.as_deref();
-                        let r = client::get_json(*admin, "/servers", t).and_then(|sv| {
-                            client::get_json(*admin, "/selections", t).map(|se| (sv, se))
-                        });
-                        (pop.clone(), r)
-                    })
-                })
-                .collect();
-            hs.into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| (String::new(), Err("internal error".into())))
-                })
-                .collect()
+        let fetched: Vec<(String, DnsView)> = per_pop(&dns, |(_, admin, token)| {
+            let t = token.as_deref();
+            client::get_json(*admin, "/servers", t)
+                .and_then(|sv| client::get_json(*admin, "/selections", t).map(|se| (sv, se)))
         });
         for (pop, r) in fetched {
             let _ = write!(
